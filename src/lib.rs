@@ -1,6 +1,26 @@
 //! ward: a process supervisor with a built-in heartbeat registry.
 //!
-//! Module map:
-//! - `config`: find, parse and validate `supervisor.toml` into a typed model.
+//! Module map (see docs/ARCHITECTURE.md for the picture):
+//! - [`config`]: find, parse and validate `supervisor.toml` into a typed model.
+//! - [`daemon`]: `ward up` from lock to exit; signals; shutdown order.
+//! - [`supervisor`]: the set of program handles; status and multi-program actions.
+//! - [`program`]: one actor per instance (owns its child) and its pure state machine.
+//! - [`reaper`]: the one thread that spawns and reaps children.
+//! - [`backoff`]: restart delays (pure).
+//! - [`logs`]: capture, rotation and reading of program output.
+//! - [`control`]: the control socket protocol, server and client.
+//! - [`cli`]: the `ward` command line.
+//! - [`procfs`], [`exit`], [`telemetry`]: small shared pieces.
 
+pub mod backoff;
+pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod exit;
+pub mod logs;
+pub mod procfs;
+pub mod program;
+pub mod reaper;
+pub mod supervisor;
+pub mod telemetry;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `ward` binary: everything lives in the library; this only runs the CLI.
+
+fn main() -> std::process::ExitCode {
+    ward::cli::main()
+}

@@ -1,0 +1,458 @@
+//! The `ward` command line: flags, config/socket discovery, dispatch.
+//!
+//! Thin: each verb maps its flags onto the library and prints. Exit codes
+//! are the named constants below.
+
+mod status;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError};
+use crate::control::client::{Client, ClientError};
+use crate::control::protocol::{Actions, LogSources, Pong, Request, StatusReport};
+use crate::daemon;
+
+/// Exit codes of every `ward` command.
+pub mod exit_codes {
+    /// Everything asked for took effect.
+    pub const OK: u8 = 0;
+    /// An action failed (a program did not start, the daemon is not running, ...).
+    pub const FAILED: u8 = 1;
+    /// Bad usage or an invalid config.
+    pub const USAGE: u8 = 2;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "ward", version, about = "A process supervisor with a built-in heartbeat registry", propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: $WARD_CONFIG, ./supervisor.toml, /etc/ward/supervisor.toml]
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Control socket of the daemon to talk to [default: from the config]
+    #[arg(long, global = true, env = "WARD_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the supervisor (in the foreground unless --detach)
+    Up {
+        /// Start in the background and return once the daemon answers
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Validate a config and print every problem in it
+    Check,
+    /// Show the state of programs
+    #[command(visible_alias = "ps")]
+    Status {
+        /// Programs or instances (`web`, `web:1`); all when empty
+        names: Vec<String>,
+        /// Print the documented JSON schema instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start programs (and what they depend on); waits until they run
+    Start {
+        #[arg(required = true, value_name = "NAME|all")]
+        names: Vec<String>,
+    },
+    /// Stop programs (their whole process group); waits until they stopped
+    Stop {
+        #[arg(required = true, value_name = "NAME|all")]
+        names: Vec<String>,
+    },
+    /// Stop then start programs; waits until they run again
+    Restart {
+        #[arg(required = true, value_name = "NAME|all")]
+        names: Vec<String>,
+    },
+    /// Stop every program and exit the daemon
+    Down,
+    /// Show program output: the last lines, then new ones with -f
+    Logs {
+        /// A program or instance; all programs merged when absent
+        name: Option<String>,
+        /// Lines to show from the end
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// Keep printing new lines as they arrive (across rotations)
+        #[arg(short, long)]
+        follow: bool,
+        /// Only stderr
+        #[arg(long, conflicts_with = "out")]
+        err: bool,
+        /// Only stdout
+        #[arg(long)]
+        out: bool,
+        /// Only lines newer than this (e.g. 10m); needs `timestamps = true`
+        #[arg(long, value_parser = parse_duration_arg)]
+        since: Option<Duration>,
+        /// Only lines containing this text
+        #[arg(long)]
+        grep: Option<String>,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s)
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(run(cli))
+}
+
+fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Up { detach } => up(cli.config.as_deref(), detach),
+        Command::Check => check(cli.config.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ward", &mut io::stdout());
+            exit_codes::OK
+        }
+        Command::Status { ref names, json } => {
+            let socket = socket_path(&cli);
+            client_call(&socket, |c| {
+                let report: StatusReport = c.call(&Request::Status { names: names.clone(), history: names.len() == 1 })?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                } else {
+                    status::print(&report, io::stdout().is_terminal(), names.len() == 1);
+                }
+                Ok(exit_codes::OK)
+            })
+        }
+        Command::Start { ref names } => action(&cli, Request::Start { names: names.clone() }),
+        Command::Stop { ref names } => action(&cli, Request::Stop { names: names.clone() }),
+        Command::Restart { ref names } => action(&cli, Request::Restart { names: names.clone() }),
+        Command::Down => {
+            let socket = socket_path(&cli);
+            client_call(&socket, |c| {
+                let actions: Actions = c.call(&Request::Down)?;
+                let code = print_actions(&actions);
+                println!("ward stopped");
+                Ok(code)
+            })
+        }
+        Command::Logs { ref name, lines, follow, err, out, since, ref grep, json } => {
+            let opts = crate::logs::LogsOptions {
+                lines,
+                follow,
+                since,
+                grep: grep.clone(),
+                json,
+                prefix: name.is_none(),
+                color: io::stdout().is_terminal(),
+            };
+            logs(&cli, name.clone(), (out, err), opts)
+        }
+    }
+}
+
+fn print_error(what: &dyn std::fmt::Display, hint: Option<&str>) {
+    let mut e = io::stderr().lock();
+    let _ = writeln!(e, "error: {what}");
+    if let Some(h) = hint {
+        let _ = writeln!(e, "  hint: {h}");
+    }
+}
+
+fn print_config_error(e: &ConfigError) {
+    match e {
+        ConfigError::Invalid(d) => eprint!("{d}"),
+        other => {
+            let mut msg = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            print_error(&msg, config_hint(other).as_deref());
+        }
+    }
+}
+
+fn config_hint(e: &ConfigError) -> Option<String> {
+    match e {
+        ConfigError::NotFound { .. } => Some("pass `-c FILE`, set WARD_CONFIG, or create ./supervisor.toml (see supervisor.toml.example)".into()),
+        ConfigError::Read { .. } => Some("check the path and its permissions".into()),
+        ConfigError::Invalid(_) => None,
+    }
+}
+
+fn load_config(explicit: Option<&Path>) -> Result<Config, u8> {
+    let path = config::find_config(explicit).map_err(|e| {
+        print_config_error(&e);
+        exit_codes::USAGE
+    })?;
+    config::load(&path).map_err(|e| {
+        print_config_error(&e);
+        exit_codes::USAGE
+    })
+}
+
+fn check(explicit: Option<&Path>) -> u8 {
+    match load_config(explicit) {
+        Ok(c) => {
+            let instances = c.instances().len();
+            println!(
+                "{}: ok ({} programs, {} instances; state dir {})",
+                c.path.display(),
+                c.programs.len(),
+                instances,
+                c.supervisor.state_dir.display()
+            );
+            exit_codes::OK
+        }
+        Err(code) => code,
+    }
+}
+
+fn up(explicit: Option<&Path>, detach: bool) -> u8 {
+    let config = match load_config(explicit) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if detach {
+        return up_detached(&config);
+    }
+    let lock = match daemon::prepare_state_dir(&config.supervisor.state_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            print_error(&e, e.hint().as_deref());
+            return exit_codes::FAILED;
+        }
+    };
+    let to_stderr = std::env::var_os("WARD_DETACHED").is_none();
+    crate::telemetry::init(&daemon::own_log_path(&config.supervisor.state_dir), &config.supervisor.log, to_stderr);
+    match daemon::run(config, lock) {
+        Ok(()) => exit_codes::OK,
+        Err(e) => {
+            tracing::error!(error = %e, "ward failed");
+            print_error(&e, e.hint().as_deref());
+            exit_codes::FAILED
+        }
+    }
+}
+
+/// Start `ward up` in its own session and wait until its socket answers.
+fn up_detached(config: &Config) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let socket = &config.supervisor.socket;
+    if let Ok(mut c) = Client::connect(socket) {
+        if let Ok(p) = c.call::<Pong>(&Request::Ping) {
+            print_error(&format!("ward is already running (pid {}) at `{}`", p.pid, socket.display()), Some("use `ward status`, or `ward down` to stop it"));
+            return exit_codes::FAILED;
+        }
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ward"));
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("up")
+        .arg("-c")
+        .arg(&config.path)
+        .env("WARD_DETACHED", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            print_error(&format!("cannot start the daemon: {e}"), None);
+            return exit_codes::FAILED;
+        }
+    };
+    let log = daemon::own_log_path(&config.supervisor.state_dir);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            print_error(
+                &format!("the daemon exited during startup ({status})"),
+                Some(&format!("see its log: {}", log.display())),
+            );
+            if let Ok(text) = std::fs::read_to_string(&log) {
+                let lines: Vec<&str> = text.lines().collect();
+                for l in &lines[lines.len().saturating_sub(10)..] {
+                    eprintln!("  {l}");
+                }
+            }
+            return exit_codes::FAILED;
+        }
+        if let Ok(mut c) = Client::connect(socket) {
+            if let Ok(p) = c.call::<Pong>(&Request::Ping) {
+                println!("ward is up in the background (pid {}); its log: {}", p.pid, log.display());
+                println!("next: `ward status`, `ward logs -f`, `ward down`");
+                return exit_codes::OK;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    print_error(&"the daemon did not answer within 15s", Some(&format!("see its log: {}", log.display())));
+    exit_codes::FAILED
+}
+
+/// `--socket`/`WARD_SOCKET`, else the config's, else the default state dir's.
+fn socket_path(cli: &Cli) -> PathBuf {
+    if let Some(s) = &cli.socket {
+        return s.clone();
+    }
+    match config::find_config(cli.config.as_deref()).and_then(|p| config::load(&p)) {
+        Ok(c) => c.supervisor.socket,
+        Err(e) => {
+            let fallback = config::default_state_dir().join("ward.sock");
+            if !matches!(e, ConfigError::NotFound { .. }) || cli.config.is_some() {
+                eprintln!(
+                    "note: cannot use the config ({}); trying the default socket {}",
+                    first_line(&e.to_string()),
+                    fallback.display()
+                );
+            }
+            fallback
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn client_call(socket: &Path, f: impl FnOnce(&mut Client) -> Result<u8, ClientError>) -> u8 {
+    let result = Client::connect(socket).and_then(|mut c| f(&mut c));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let mut msg = e.to_string();
+            if let ClientError::NotRunning { source, .. } | ClientError::PermissionDenied { source, .. } | ClientError::Io { source, .. } = &e {
+                msg.push_str(&format!(": {source}"));
+            }
+            print_error(&msg, e.hint().as_deref());
+            exit_codes::FAILED
+        }
+    }
+}
+
+fn action(cli: &Cli, req: Request) -> u8 {
+    let socket = socket_path(cli);
+    client_call(&socket, |c| {
+        let actions: Actions = c.call(&req)?;
+        Ok(print_actions(&actions))
+    })
+}
+
+fn print_actions(actions: &Actions) -> u8 {
+    let width = actions.results.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let mut code = exit_codes::OK;
+    for r in &actions.results {
+        if r.ok {
+            println!("{:width$}  {}", r.name, r.message);
+        } else {
+            eprintln!("{:width$}  error: {}", r.name, r.message);
+            code = exit_codes::FAILED;
+        }
+    }
+    code
+}
+
+fn logs(cli: &Cli, name: Option<String>, (out, err): (bool, bool), opts: crate::logs::LogsOptions) -> u8 {
+    use crate::logs::{LogSource, Stream};
+    let names: Vec<String> = name.iter().cloned().collect();
+    let socket = socket_path(cli);
+    // Ask the daemon where the files are; fall back to the config when it is down.
+    let from_daemon = Client::connect(&socket).and_then(|mut c| c.call::<LogSources>(&Request::LogSources { names: names.clone() }));
+    let sources: Vec<LogSource> = match from_daemon {
+        Ok(s) => s
+            .sources
+            .into_iter()
+            .map(|s| LogSource {
+                program: s.program,
+                stream: if s.stream == "err" { Stream::Err } else { Stream::Out },
+                path: PathBuf::from(s.path),
+            })
+            .collect(),
+        Err(ClientError::Refused { error, hint }) => {
+            print_error(&error, hint.as_deref());
+            return exit_codes::FAILED;
+        }
+        Err(_) => {
+            let config = match load_config(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            eprintln!("note: ward is not running; showing the log files from {}", config.path.display());
+            match sources_from_config(&config, &names) {
+                Ok(s) => s,
+                Err(e) => {
+                    print_error(&e, Some(&e.hint()));
+                    return exit_codes::FAILED;
+                }
+            }
+        }
+    };
+    let sources: Vec<LogSource> = sources
+        .into_iter()
+        .filter(|s| match s.stream {
+            Stream::Out => !err,
+            Stream::Err => !out,
+        })
+        .collect();
+    let mut opts = opts;
+    let programs: std::collections::HashSet<&str> = sources.iter().map(|s| s.program.as_str()).collect();
+    opts.prefix = opts.prefix || programs.len() > 1;
+    match crate::logs::run_logs(&opts, sources) {
+        Ok(()) => exit_codes::OK,
+        Err(e) => {
+            print_error(&e, None);
+            exit_codes::FAILED
+        }
+    }
+}
+
+fn sources_from_config(config: &Config, names: &[String]) -> Result<Vec<crate::logs::LogSource>, crate::supervisor::UnknownName> {
+    use crate::logs::{LogSource, Stream};
+    let mut out = Vec::new();
+    let mut matched = false;
+    for inst in config.instances() {
+        let wanted = names.is_empty() || names.iter().any(|n| n == &inst.id || n == &inst.program.name || n == "all");
+        if !wanted {
+            continue;
+        }
+        matched = true;
+        let paths = inst.program.log.paths(&config.supervisor.state_dir, &inst.id, inst.index);
+        out.push(LogSource { program: inst.id.clone(), stream: Stream::Out, path: paths.stdout });
+        if let Some(e) = paths.stderr {
+            out.push(LogSource { program: inst.id.clone(), stream: Stream::Err, path: e });
+        }
+    }
+    if !matched && !names.is_empty() {
+        return Err(crate::supervisor::UnknownName {
+            name: names[0].clone(),
+            known: config.programs.iter().map(|p| p.name.clone()).collect(),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,178 @@
+//! `ward status` as a table, like `pm2 ls`, with a summary line.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::control::protocol::{ProgramStatus, StatusReport};
+use crate::program::{Phase, Snapshot};
+
+const RESET: &str = "\x1b[0m";
+
+fn colour(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Running => "\x1b[32m",
+        Phase::Starting | Phase::Waiting | Phase::Stopping | Phase::Backoff => "\x1b[33m",
+        Phase::Fatal | Phase::Unknown => "\x1b[31m",
+        Phase::Stopped | Phase::Exited => "\x1b[2m",
+    }
+}
+
+/// Render the report; `detail` adds the message and recent transitions.
+pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> String {
+    let headers = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM", "INFO"];
+    let rows: Vec<[String; 9]> = report.programs.iter().map(|p| row(p, now_ms)).collect();
+    let mut widths = headers.map(str::len);
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[String], phase: Option<Phase>, out: &mut String| {
+        let last = cells.len() - 1;
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            match (i, phase, color) {
+                (1, Some(ph), true) => {
+                    let _ = write!(out, "{}{cell}{RESET}", colour(ph));
+                }
+                _ => out.push_str(cell),
+            }
+            if i < last {
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        while out.ends_with(' ') {
+            out.pop();
+        }
+        out.push('\n');
+    };
+    line(&headers.map(String::from), None, &mut out);
+    for (r, p) in rows.iter().zip(&report.programs) {
+        line(r, Some(p.snapshot.state), &mut out);
+    }
+    out.push_str(&summary(report));
+    out.push('\n');
+    if detail {
+        for p in &report.programs {
+            history(&p.snapshot, now_ms, &mut out);
+        }
+    }
+    out
+}
+
+pub fn print(report: &StatusReport, color: bool, detail: bool) {
+    print!("{}", render(report, color, detail, crate::program::now_ms()));
+}
+
+fn row(p: &ProgramStatus, now_ms: u64) -> [String; 9] {
+    let s = &p.snapshot;
+    let dash = || "-".to_string();
+    let last_exit = s
+        .last_exit
+        .as_ref()
+        .map(|e| format!("{} ({} ago)", e.exit, ago(now_ms.saturating_sub(e.at_ms))))
+        .unwrap_or_else(dash);
+    let mut info = match s.state {
+        Phase::Backoff => s
+            .next_start_ms
+            .map(|t| format!("restart in {}", ago(t.saturating_sub(now_ms))))
+            .unwrap_or_default(),
+        Phase::Fatal | Phase::Waiting | Phase::Unknown => s.message.clone().unwrap_or_default(),
+        Phase::Exited => s.message.clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    if p.log.bytes_dropped > 0 {
+        if !info.is_empty() {
+            info.push_str("; ");
+        }
+        info.push_str(&format!("log: {} dropped", bytes(p.log.bytes_dropped)));
+    }
+    [
+        s.name.clone(),
+        s.state.as_str().to_string(),
+        s.pid.map(|p| p.to_string()).unwrap_or_else(dash),
+        p.uptime_ms.map(ago).unwrap_or_else(dash),
+        s.restarts.to_string(),
+        last_exit,
+        p.cpu_percent.map(|c| format!("{c:.1}%")).unwrap_or_else(dash),
+        p.rss_bytes.map(bytes).unwrap_or_else(dash),
+        info,
+    ]
+}
+
+/// `5/6 running, 1 fatal`.
+pub fn summary(report: &StatusReport) -> String {
+    let total = report.programs.len();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in &report.programs {
+        *counts.entry(p.snapshot.state.as_str()).or_default() += 1;
+    }
+    let running = counts.remove("running").unwrap_or(0);
+    let mut s = format!("{running}/{total} running");
+    for (state, n) in counts {
+        s.push_str(&format!(", {n} {state}"));
+    }
+    s
+}
+
+fn history(s: &Snapshot, now_ms: u64, out: &mut String) {
+    if let Some(m) = &s.message {
+        let _ = writeln!(out, "\n{}: {m}", s.name);
+    }
+    if s.history.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nrecent transitions of {}:", s.name);
+    for t in &s.history {
+        let _ = write!(out, "  {:>8} ago  {} -> {}", ago(now_ms.saturating_sub(t.at_ms)), t.from.as_str(), t.to.as_str());
+        if let Some(pid) = t.pid {
+            let _ = write!(out, "  pid {pid}");
+        }
+        if let Some(d) = &t.detail {
+            let _ = write!(out, "  {d}");
+        }
+        out.push('\n');
+    }
+}
+
+/// `12s`, `5m3s`, `2h10m`, `3d4h`.
+pub fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// `2.1M`, `512K`.
+pub fn bytes(b: u64) -> String {
+    const K: f64 = 1024.0;
+    let b = b as f64;
+    if b < K {
+        format!("{b}B")
+    } else if b < K * K {
+        format!("{:.0}K", b / K)
+    } else if b < K * K * K {
+        format!("{:.1}M", b / K / K)
+    } else {
+        format!("{:.1}G", b / K / K / K)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_durations_and_sizes() {
+        assert_eq!(ago(0), "0s");
+        assert_eq!(ago(61_000), "1m1s");
+        assert_eq!(ago(7_200_000), "2h0m");
+        assert_eq!(ago(90_000_000), "1d1h");
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5M");
+    }
+}

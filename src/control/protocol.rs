@@ -1,0 +1,148 @@
+//! The control protocol: one JSON object per line each way.
+//!
+//! A request is `{"cmd": "...", ...}`; a reply is `{"ok": true, "data": ...}`
+//! or `{"ok": false, "error": "...", "hint": "..."}`. Documented in
+//! docs/PROTOCOL.md; keep the two in step. Pure data: no I/O here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::logs::LogStats;
+use crate::program::Snapshot;
+
+/// The longest request line the daemon accepts.
+pub const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Is the daemon there? Replies with [`Pong`].
+    Ping,
+    /// Replies with [`StatusReport`]. Empty `names` means every instance.
+    Status {
+        #[serde(default)]
+        names: Vec<String>,
+        /// Include each instance's recent transitions.
+        #[serde(default)]
+        history: bool,
+    },
+    /// Replies with [`Actions`] once every start has taken effect.
+    Start { names: Vec<String> },
+    Stop { names: Vec<String> },
+    Restart { names: Vec<String> },
+    /// Reopen every log file (as SIGUSR1 does). Replies with [`Actions`].
+    ReopenLogs,
+    /// Where the log files of these instances are. Replies with [`LogSources`].
+    LogSources {
+        #[serde(default)]
+        names: Vec<String>,
+    },
+    /// Stop every program, reply, then exit the daemon. Replies with [`Actions`].
+    Down,
+}
+
+/// The envelope of every reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Reply {
+    pub fn data<T: Serialize>(data: &T) -> Reply {
+        Reply {
+            ok: true,
+            data: Some(serde_json::to_value(data).unwrap_or(serde_json::Value::Null)),
+            error: None,
+            hint: None,
+        }
+    }
+
+    pub fn error(error: impl Into<String>, hint: Option<String>) -> Reply {
+        Reply { ok: false, data: None, error: Some(error.into()), hint }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    pub version: String,
+    pub pid: u32,
+    pub host: String,
+    pub config: String,
+}
+
+/// `ward status --json` prints exactly this.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub host: String,
+    pub version: String,
+    /// The daemon's pid.
+    pub pid: u32,
+    pub config: String,
+    /// Unix ms when the daemon started.
+    pub started_at_ms: u64,
+    pub programs: Vec<ProgramStatus>,
+}
+
+/// One instance in a [`StatusReport`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgramStatus {
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+    /// How long the current run has lasted, when there is one.
+    pub uptime_ms: Option<u64>,
+    /// CPU use of the main process, percent of one core.
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub log: LogStats,
+}
+
+/// The outcome of an action on each instance it named.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Actions {
+    pub results: Vec<ActionResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub name: String,
+    pub ok: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogSources {
+    pub sources: Vec<LogSourceInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogSourceInfo {
+    pub program: String,
+    /// `out` or `err`.
+    pub stream: String,
+    pub path: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let cases = [
+            (r#"{"cmd":"ping"}"#, Request::Ping),
+            (r#"{"cmd":"status"}"#, Request::Status { names: vec![], history: false }),
+            (r#"{"cmd":"start","names":["web"]}"#, Request::Start { names: vec!["web".into()] }),
+            (r#"{"cmd":"down"}"#, Request::Down),
+        ];
+        for (text, want) in cases {
+            assert_eq!(serde_json::from_str::<Request>(text).unwrap(), want, "{text}");
+        }
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"ping","x":1}"#).is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! `ward up`: the daemon's life from lock to exit.
+//!
+//! Takes the state-dir lock, kills what a SIGKILLed predecessor left, starts
+//! the process thread, the control socket and one actor per instance, then
+//! waits for a signal or `ward down`, and stops everything in reverse
+//! dependency order before exiting. A second SIGINT/SIGTERM during that stop
+//! escalates to SIGKILL of every process group.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::fcntl::{Flock, FlockArg};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::control::server;
+use crate::logs::InstanceLogs;
+use crate::program::{Context, Phase, ProgramHandle, Request};
+use crate::reaper::{self, Reaper};
+use crate::supervisor::Supervisor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot create the state dir `{}`", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("ward is already running for state dir `{}` (pid {pid})", state_dir.display())]
+    AlreadyRunning { state_dir: PathBuf, pid: String },
+    #[error("cannot bind the control socket `{}`", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the process thread")]
+    Reaper(#[source] io::Error),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] io::Error),
+}
+
+impl DaemonError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            DaemonError::StateDir { .. } => Some("set `state_dir` in [supervisor] to a directory you can write".into()),
+            DaemonError::AlreadyRunning { .. } => {
+                Some("use `ward status`, or `ward down` to stop it; a second daemon needs another `state_dir`".into())
+            }
+            DaemonError::Socket { .. } => Some("set `socket` in [supervisor] to a short path in a writable directory".into()),
+            _ => None,
+        }
+    }
+}
+
+/// Paths under the state dir.
+pub fn lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("ward.lock")
+}
+pub fn own_log_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("ward.log")
+}
+fn records_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("pids")
+}
+
+/// Create the state dir (owner-only when ward creates it) and take its lock.
+pub fn prepare_state_dir(state_dir: &Path) -> Result<Flock<File>, DaemonError> {
+    let err = |source| DaemonError::StateDir { path: state_dir.to_path_buf(), source };
+    if !state_dir.exists() {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(err)?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path(state_dir))
+        .map_err(err)?;
+    let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0).map_err(err)?;
+            lock.rewind().map_err(err)?;
+            write!(lock, "{}", std::process::id()).map_err(err)?;
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(DaemonError::AlreadyRunning {
+                state_dir: state_dir.to_path_buf(),
+                pid: pid.trim().to_string(),
+            })
+        }
+    }
+}
+
+/// Run the daemon until it is told to stop. The lock must be held.
+pub fn run(config: Config, _lock: Flock<File>) -> Result<(), DaemonError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ward-rt")
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    runtime.block_on(run_async(config))
+}
+
+async fn run_async(config: Config) -> Result<(), DaemonError> {
+    let state_dir = config.supervisor.state_dir.clone();
+    let records = records_dir(&state_dir);
+    for (label, pgid) in reaper::kill_leftovers(&records) {
+        tracing::warn!(program = %label, pgid, "killed a process group left by a previous ward that did not stop cleanly");
+    }
+    let reaper = Reaper::start(records).map_err(DaemonError::Reaper)?;
+    let socket_path = config.supervisor.socket.clone();
+    let listener = server::bind(&socket_path, config.supervisor.socket_group.as_ref())
+        .map_err(|source| DaemonError::Socket { path: socket_path.clone(), source })?;
+
+    let (epoch, _) = watch::channel(0u64);
+    let ctx = Arc::new(Context {
+        reaper,
+        epoch: epoch.clone(),
+        config_dir: config.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/")),
+        is_root: nix::unistd::geteuid().is_root(),
+    });
+    let handles = spawn_actors(&config, &ctx);
+    let count = handles.len();
+    let sup = Arc::new(Supervisor::new(config, handles, epoch));
+    let (down, mut down_rx) = watch::channel(false);
+    tokio::spawn(server::serve(listener, sup.clone(), down.clone()));
+
+    for h in sup.handles.iter().filter(|h| h.program.autostart) {
+        h.send(Request::Start);
+    }
+    tracing::info!(programs = count, socket = %socket_path.display(), config = %sup.config.path.display(), "ward is up");
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Reaper)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Reaper)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Reaper)?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Reaper)?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping every program"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping every program"); break; }
+            _ = sighup.recv() => tracing::warn!("SIGHUP received: live reload is not available in this version; ignoring it (restart ward to apply a new config)"),
+            _ = sigusr1.recv() => { tracing::info!("SIGUSR1: reopening log files"); sup.reopen_logs(); }
+            _ = down_rx.changed() => { tracing::info!("stopped by `ward down`"); break; }
+        }
+    }
+
+    // Stop everything; a second signal escalates to SIGKILL.
+    let all = sup.handles.clone();
+    let stop = sup.stop_ordered(&all);
+    tokio::pin!(stop);
+    tokio::select! {
+        _ = &mut stop => {}
+        _ = sigterm.recv() => kill_everything(&sup),
+        _ = sigint.recv() => kill_everything(&sup),
+    }
+    let _ = fs::remove_file(&socket_path);
+    tracing::info!("ward stopped");
+    Ok(())
+}
+
+fn kill_everything(sup: &Supervisor) {
+    tracing::warn!("second stop signal: sending SIGKILL to every program's process group");
+    for h in &sup.handles {
+        let s = h.snapshot();
+        if let (true, Some(pid)) = (s.state.has_process() || s.state == Phase::Unknown, s.pid) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// One actor per instance, created in dependency order (so each can watch
+/// its dependencies), returned in config order.
+fn spawn_actors(config: &Config, ctx: &Arc<Context>) -> Vec<ProgramHandle> {
+    let instances = config.instances();
+    let mut by_program: HashMap<String, Vec<ProgramHandle>> = HashMap::new();
+    let mut pending: Vec<_> = instances.iter().map(|i| i.program.name.clone()).collect();
+    pending.dedup();
+    // Validation rejected cycles, so this terminates; the guard is for safety.
+    let mut guard = 0;
+    while !pending.is_empty() && guard <= config.programs.len() {
+        guard += 1;
+        let ready: Vec<String> = pending
+            .iter()
+            .filter(|name| {
+                config
+                    .program(name)
+                    .is_some_and(|p| p.depends_on.iter().all(|d| by_program.contains_key(d)))
+            })
+            .cloned()
+            .collect();
+        for name in &ready {
+            let program = config.program(name).expect("program exists");
+            let deps: Vec<_> = program
+                .depends_on
+                .iter()
+                .flat_map(|d| by_program[d].iter().map(|h| h.subscribe()))
+                .collect();
+            let handles = instances
+                .iter()
+                .filter(|i| &i.program.name == name)
+                .map(|inst| {
+                    let paths = program.log.paths(&config.supervisor.state_dir, &inst.id, inst.index);
+                    let logs = InstanceLogs::open(paths, &program.log);
+                    ProgramHandle::spawn(inst.clone(), ctx.clone(), deps.clone(), logs)
+                })
+                .collect();
+            by_program.insert(name.clone(), handles);
+        }
+        pending.retain(|n| !ready.contains(n));
+    }
+    instances
+        .iter()
+        .filter_map(|i| by_program.get(&i.program.name)?.iter().find(|h| h.id == i.id).cloned())
+        .collect()
+}

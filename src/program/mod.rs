@@ -1,0 +1,146 @@
+//! One actor per program instance, and the cloneable handle to it.
+//!
+//! The actor alone owns its child, its process group, its backoff and its
+//! log pumps. Everyone else sends it requests through a [`ProgramHandle`] and
+//! reads its state from a `watch` snapshot.
+
+mod actor;
+pub mod state;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{Instance, Program};
+use crate::exit::Exit;
+use crate::logs::InstanceLogs;
+use crate::reaper::Reaper;
+pub use state::Phase;
+
+/// A user's request to one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// The result of a request, once it has taken effect: a message either way.
+pub type Outcome = Result<String, String>;
+
+/// The last way a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastExit {
+    pub exit: Exit,
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    pub ran_for_ms: u64,
+}
+
+/// One kept transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at_ms: u64,
+    pub from: Phase,
+    pub to: Phase,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exit: Option<Exit>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<String>,
+}
+
+/// What an instance looks like right now; published on every change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Instance id: `name`, or `name:i` for multi-instance programs.
+    pub name: String,
+    pub program: String,
+    pub instance: u32,
+    pub state: Phase,
+    pub pid: Option<i32>,
+    /// `/proc` start time of `pid`, used to check the pid is still ours.
+    #[serde(skip)]
+    pub start_ticks: Option<u64>,
+    /// Unix ms when the current run started.
+    pub started_at_ms: Option<u64>,
+    /// Unix ms when the current state was entered.
+    pub since_ms: u64,
+    /// Times the program was started again after its first start.
+    pub restarts: u32,
+    /// Consecutive runs shorter than `stable_after`.
+    pub streak: u32,
+    pub last_exit: Option<LastExit>,
+    /// Unix ms of the next automatic start (backoff or `fatal_retry`).
+    pub next_start_ms: Option<u64>,
+    /// Why the instance is in this state, when that needs saying.
+    pub message: Option<String>,
+    /// The most recent transitions, oldest first.
+    pub history: VecDeque<Transition>,
+}
+
+/// Shared by all actors.
+pub struct Context {
+    pub reaper: Reaper,
+    /// Bumped on every phase change, so waiters on dependencies can recheck.
+    pub epoch: watch::Sender<u64>,
+    /// Working directory for programs without `cwd`.
+    pub config_dir: PathBuf,
+    /// Credentials are only dropped when ward runs as root.
+    pub is_root: bool,
+}
+
+/// Cloneable handle to one instance's actor.
+#[derive(Clone)]
+pub struct ProgramHandle {
+    pub id: String,
+    pub program: Arc<Program>,
+    pub logs: InstanceLogs,
+    tx: mpsc::Sender<(Request, oneshot::Sender<Outcome>)>,
+    state: watch::Receiver<Snapshot>,
+}
+
+impl ProgramHandle {
+    /// Start the actor for `instance`. `deps` are the snapshots of every
+    /// instance of the programs it depends on.
+    pub fn spawn(instance: Instance, ctx: Arc<Context>, deps: Vec<watch::Receiver<Snapshot>>, logs: InstanceLogs) -> ProgramHandle {
+        let (tx, rx) = mpsc::channel(16);
+        let (snap_tx, state) = watch::channel(actor::initial_snapshot(&instance));
+        let handle = ProgramHandle {
+            id: instance.id.clone(),
+            program: instance.program.clone(),
+            logs: logs.clone(),
+            tx,
+            state,
+        };
+        actor::spawn(instance, ctx, deps, logs, rx, snap_tx);
+        handle
+    }
+
+    /// Send a request and wait until it has taken effect.
+    pub async fn request(&self, req: Request) -> Outcome {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send((req, reply)).await.is_err() {
+            return Err("the program's actor is gone".into());
+        }
+        rx.await.unwrap_or_else(|_| Err("the program's actor dropped the request".into()))
+    }
+
+    /// Send a request without waiting for its outcome.
+    pub fn send(&self, req: Request) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.tx.try_send((req, reply));
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.state.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.state.clone()
+    }
+}
