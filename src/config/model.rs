@@ -185,7 +185,10 @@ impl LogPolicy {
         let per_instance = |p: &PathBuf| match index {
             None => p.clone(),
             Some(i) => {
-                let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let stem = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let name = match p.extension() {
                     Some(ext) => format!("{stem}.{i}.{}", ext.to_string_lossy()),
                     None => format!("{stem}.{i}"),
@@ -223,7 +226,11 @@ impl Config {
         for p in &self.programs {
             let program = std::sync::Arc::new(p.clone());
             if p.instances <= 1 {
-                out.push(Instance { id: p.name.clone(), index: None, program });
+                out.push(Instance {
+                    id: p.name.clone(),
+                    index: None,
+                    program,
+                });
             } else {
                 for i in 0..p.instances {
                     out.push(Instance {
