@@ -253,6 +253,9 @@ impl Config {
 pub mod defaults {
     use std::time::Duration;
 
+    use super::RestartPolicy;
+    use nix::sys::signal::Signal;
+
     pub const AUTOSTART: bool = true;
     pub const INSTANCES: u32 = 1;
     pub const EXIT_CODES: &[i32] = &[0];
@@ -263,6 +266,8 @@ pub mod defaults {
     pub const BACKOFF_JITTER: f64 = 0.2;
     pub const STABLE_AFTER: Duration = Duration::from_secs(30);
     pub const MAX_RESTARTS: u32 = 10;
+    pub const RESTART: RestartPolicy = RestartPolicy::OnFailure;
+    pub const STOP_SIGNAL: Signal = Signal::SIGTERM;
     pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
     pub const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
     pub const LOG_KEEP: u32 = 5;
