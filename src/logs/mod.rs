@@ -15,9 +15,15 @@
 //!
 //! See `docs/LOGS.md` for the behaviour users see.
 
+mod capture;
+mod own;
+mod read;
 mod rotate;
 mod time;
 
+pub use capture::{InstanceLogs, LINE_CONTINUES_MARKER, MAX_LINE};
+pub use own::{own_log_writer, OwnLogGuard, OwnLogWriter};
+pub use read::{run_logs, tail_lines, Follower, LogSource, LogsOptions, Stream};
 pub use rotate::{rotated_path, RotatingFile, RotationPolicy};
 pub use time::{format_rfc3339, parse_prefix as parse_timestamp_prefix};
 
