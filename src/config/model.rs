@@ -185,7 +185,10 @@ impl LogPolicy {
         let per_instance = |p: &PathBuf| match index {
             None => p.clone(),
             Some(i) => {
-                let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let stem = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let name = match p.extension() {
                     Some(ext) => format!("{stem}.{i}.{}", ext.to_string_lossy()),
                     None => format!("{stem}.{i}"),
@@ -223,7 +226,11 @@ impl Config {
         for p in &self.programs {
             let program = std::sync::Arc::new(p.clone());
             if p.instances <= 1 {
-                out.push(Instance { id: p.name.clone(), index: None, program });
+                out.push(Instance {
+                    id: p.name.clone(),
+                    index: None,
+                    program,
+                });
             } else {
                 for i in 0..p.instances {
                     out.push(Instance {
@@ -246,6 +253,9 @@ impl Config {
 pub mod defaults {
     use std::time::Duration;
 
+    use super::RestartPolicy;
+    use nix::sys::signal::Signal;
+
     pub const AUTOSTART: bool = true;
     pub const INSTANCES: u32 = 1;
     pub const EXIT_CODES: &[i32] = &[0];
@@ -256,6 +266,8 @@ pub mod defaults {
     pub const BACKOFF_JITTER: f64 = 0.2;
     pub const STABLE_AFTER: Duration = Duration::from_secs(30);
     pub const MAX_RESTARTS: u32 = 10;
+    pub const RESTART: RestartPolicy = RestartPolicy::OnFailure;
+    pub const STOP_SIGNAL: Signal = Signal::SIGTERM;
     pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
     pub const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
     pub const LOG_KEEP: u32 = 5;
