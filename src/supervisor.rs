@@ -5,7 +5,7 @@
 //! socket I/O (the control server does).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use tokio::sync::watch;

@@ -30,7 +30,7 @@ pub use time::{format_rfc3339, parse_prefix as parse_timestamp_prefix};
 use std::path::PathBuf;
 
 /// Counters of one instance's (or one file's) log writing.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogStats {
     /// Bytes that reached the file (including timestamp prefixes and markers).
     pub bytes_written: u64,

@@ -58,9 +58,10 @@ pub(super) fn spawn(
     snap_tx: watch::Sender<Snapshot>,
 ) {
     let epoch = ctx.epoch.subscribe();
+    let snap = snap_tx.borrow().clone();
     let actor = Actor {
         jitter: Jitter::from_entropy(&instance.id),
-        snap: snap_tx.borrow().clone(),
+        snap,
         inst: instance,
         ctx,
         deps,
@@ -198,6 +199,9 @@ impl Actor {
             (Request::Stop, Phase::Stopped) => {
                 let _ = reply.send(Ok("already stopped".into()));
             }
+            (_, Phase::Unknown) => {
+                let _ = reply.send(Err("the instance is in an unknown state".into()));
+            }
             (Request::Stop, Phase::Waiting | Phase::Backoff | Phase::Exited | Phase::Fatal) => {
                 self.deadline = None;
                 self.fail_start_waiters("stopped before it was running");
@@ -237,11 +241,11 @@ impl Actor {
         let p = self.inst.program.clone();
         let (out_r, out_w) = match pipe() {
             Ok(p) => p,
-            Err(e) => return self.spawn_failed(format!("cannot create a pipe: {e}")).await,
+            Err(e) => return self.spawn_failed(format!("cannot create a pipe: {e}")),
         };
         let (err_r, err_w) = match pipe() {
             Ok(p) => p,
-            Err(e) => return self.spawn_failed(format!("cannot create a pipe: {e}")).await,
+            Err(e) => return self.spawn_failed(format!("cannot create a pipe: {e}")),
         };
         self.logs.attach(out_r, Some(err_r));
         let mut env: Vec<(String, String)> = Vec::with_capacity(p.env.len() + 6);
@@ -286,16 +290,16 @@ impl Actor {
             }
             Err(e) => {
                 let msg = format!("{e}: {}; hint: {}", error_chain(&e), e.hint());
-                self.spawn_failed(msg).await;
+                self.spawn_failed(msg);
             }
         }
     }
 
-    async fn spawn_failed(&mut self, msg: String) {
+    fn spawn_failed(&mut self, msg: String) {
         tracing::error!(error = %msg, "cannot start");
         self.snap.message = Some(msg.clone());
         self.fail_start_waiters(&msg);
-        self.decide(RunEnd::SpawnFailed, Duration::ZERO, Some(msg)).await;
+        self.decide(RunEnd::SpawnFailed, Duration::ZERO, Some(msg));
     }
 
     fn begin_stop(&mut self, why: &str) {
@@ -377,24 +381,20 @@ impl Actor {
             self.fail_start_waiters(&format!("{detail}; see `ward logs {}`", self.inst.id));
         }
         tracing::warn!(%exit, ran_for = ?ran_for, "exited");
-        self.decide(RunEnd::Exited(exit), ran_for, Some(detail)).await;
+        self.decide(RunEnd::Exited(exit), ran_for, Some(detail));
     }
 
     /// Apply the restart policy after a run ended on its own.
-    async fn decide(&mut self, end: RunEnd, ran_for: Duration, detail: Option<String>) {
+    fn decide(&mut self, end: RunEnd, ran_for: Duration, detail: Option<String>) {
         let p = self.inst.program.clone();
         match after_exit(&p, end, ran_for, self.snap.streak, self.jitter.next_unit()) {
             AfterExit::Restart { delay, streak } => {
                 self.snap.streak = streak;
-                if delay.is_zero() {
-                    self.transition(Phase::Backoff, detail, None);
-                    self.begin_start().await;
-                } else {
-                    self.deadline = Some(Instant::now() + delay);
-                    self.snap.next_start_ms = Some(now_ms() + delay.as_millis() as u64);
-                    let why = format!("{}; restarting in {}", detail.unwrap_or_default(), human(delay));
-                    self.transition(Phase::Backoff, Some(why), None);
-                }
+                // The run loop starts it when the deadline fires (at once for a zero delay).
+                self.deadline = Some(Instant::now() + delay);
+                self.snap.next_start_ms = Some(now_ms() + delay.as_millis() as u64);
+                let why = format!("{}; restarting in {}", detail.unwrap_or_default(), human(delay));
+                self.transition(Phase::Backoff, Some(why), None);
             }
             AfterExit::Exited { streak } => {
                 self.snap.streak = streak;
@@ -549,7 +549,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out.join(": ")
 }
 
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 

@@ -18,6 +18,7 @@ use crate::config::{Instance, Program};
 use crate::exit::Exit;
 use crate::logs::InstanceLogs;
 use crate::reaper::Reaper;
+pub use actor::{human, now_ms};
 pub use state::Phase;
 
 /// A user's request to one instance.
