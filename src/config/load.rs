@@ -297,7 +297,12 @@ impl Walker<'_> {
 
     fn integer(&mut self, e: &Entry<'_>, ctx: &str, min: i64, max: i64) -> Option<i64> {
         let Some(n) = e.item.as_integer() else {
-            self.wrong_type(e, "an integer", ctx, None);
+            let quoted = e
+                .item
+                .as_str()
+                .is_some_and(|s| s.trim().parse::<i64>().is_ok());
+            let hint = quoted.then(|| "remove the quotes".to_owned());
+            self.wrong_type(e, "an integer", ctx, hint);
             return None;
         };
         if n < min || n > max {

@@ -482,6 +482,48 @@ fn another_user_needs_root() {
         "running as user `root` needs ward to run as root in program `a`",
     );
     assert_eq!(hint(&d[0]), "run ward as root, or remove `user`");
+
+    let src = "[[program]]\nname = \"a\"\ncommand = \"x\"\ngroup = \"root\"\n";
+    let d = errs_with(src, Path::new(FILE), &not_root);
+    check(
+        &d[0],
+        4,
+        9,
+        "group",
+        "running as group `root` needs ward to run as root in program `a`",
+    );
+    // The socket group is only a chown of the socket: no root needed.
+    assert!(parse_with(
+        "[supervisor]\nsocket_group = \"root\"\n",
+        Path::new(FILE),
+        &not_root
+    )
+    .is_ok());
+}
+
+#[test]
+fn socket_path_must_fit_a_unix_socket() {
+    let long = format!("/{}", "x".repeat(120));
+    let d = one(&format!("[supervisor]\nstate_dir = \"{long}\"\n"));
+    assert_eq!(
+        (d.line, d.col, d.key.as_str()),
+        (2, 13, "state_dir"),
+        "{d:#?}"
+    );
+    assert!(d.message.contains("longer than the 107"), "{d:#?}");
+}
+
+#[test]
+fn quoted_integer_gets_a_hint() {
+    let d = one("[[program]]\nname = \"a\"\ncommand = \"x\"\nlog = { keep = \"5\" }\n");
+    check(
+        &d,
+        4,
+        16,
+        "log.keep",
+        "expected an integer, found a string (`\"5\"`) in program `a`",
+    );
+    assert_eq!(hint(&d), "remove the quotes");
 }
 
 // ---------------------------------------------------------------- unknown keys
