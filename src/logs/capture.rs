@@ -493,4 +493,59 @@ mod tests {
         assert_eq!(read(&paths.stdout), b"hi\n");
         assert_eq!(logs.paths(), &paths);
     }
+
+    /// Compares `writer | ward pump > file` with `writer | cat > file`.
+    /// Run with `cargo test --release --lib -- --ignored throughput --nocapture`.
+    #[test]
+    #[ignore = "benchmark; run in release"]
+    fn throughput_close_to_cat() {
+        use std::process::{Command, Stdio};
+        use std::time::Instant;
+
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = 512 << 20;
+        let gen = format!(
+            "yes 'the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}"
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut best_cat, mut best_ward) = (f64::MAX, f64::MAX);
+        for round in 0..3 {
+            let out = dir.path().join(format!("cat{round}.log"));
+            let t = Instant::now();
+            let ok = Command::new("sh")
+                .arg("-c")
+                .arg(format!("{gen} | cat > {}", out.display()))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            best_cat = best_cat.min(t.elapsed().as_secs_f64());
+            std::fs::remove_file(out).unwrap();
+
+            let paths = LogPaths {
+                stdout: dir.path().join(format!("ward{round}.log")),
+                stderr: None,
+            };
+            let logs = InstanceLogs::open(paths, &LogPolicy::default());
+            let (r, w) = pipe();
+            let t = Instant::now();
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(&gen)
+                .stdout(Stdio::from(w))
+                .spawn()
+                .unwrap();
+            rt.block_on(async { join_all(logs.spawn_pumps(r, None)).await });
+            child.wait().unwrap();
+            best_ward = best_ward.min(t.elapsed().as_secs_f64());
+            // `head -c` cuts the last line; ward ends it with `\n` at EOF.
+            assert_eq!(logs.stats().bytes_written, bytes + 1);
+        }
+        let ratio = best_cat / best_ward;
+        println!("cat {best_cat:.3}s, ward {best_ward:.3}s, ratio {ratio:.2}");
+        assert!(ratio >= 0.9, "ward reached only {ratio:.2}x of cat");
+    }
 }
