@@ -61,6 +61,14 @@ impl InstanceLogs {
     /// [`LogStats`] and writes are retried.
     pub fn open(paths: LogPaths, policy: &LogPolicy) -> InstanceLogs {
         let rot = RotationPolicy::from(policy);
+        // Both streams configured to the same file: one writer, like a merge.
+        let paths = match paths.stderr {
+            Some(ref err) if *err == paths.stdout => LogPaths {
+                stderr: None,
+                ..paths
+            },
+            _ => paths,
+        };
         let out = Mutex::new(RotatingFile::open(paths.stdout.clone(), rot));
         let err = paths
             .stderr
@@ -492,6 +500,54 @@ mod tests {
         }
         assert_eq!(read(&paths.stdout), b"hi\n");
         assert_eq!(logs.paths(), &paths);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn same_path_for_both_streams_is_one_merged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("both.log");
+        let logs = InstanceLogs::open(
+            LogPaths {
+                stdout: p.clone(),
+                stderr: Some(p.clone()),
+            },
+            &policy(false),
+        );
+        assert_eq!(logs.paths().stderr, None);
+        let (r_out, w_out) = pipe();
+        let (r_err, w_err) = pipe();
+        let tasks = logs.spawn_pumps(r_out, Some(r_err));
+        feed(w_out, vec![b"out\n".to_vec()]).join().unwrap();
+        feed(w_err, vec![b"err\n".to_vec()]).join().unwrap();
+        join_all(tasks).await;
+        let text = String::from_utf8(read(&p)).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        assert_eq!(lines, ["err", "out"]);
+    }
+
+    #[test]
+    fn idle_framer_holds_no_read_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Mutex::new(RotatingFile::open(
+            dir.path().join("f.log"),
+            RotationPolicy::from(&policy(true)),
+        ));
+        let mut framer = Framer {
+            timestamps: true,
+            ..Framer::default()
+        };
+        framer.buf.reserve_exact(MAX_LINE);
+        framer.buf.extend_from_slice(b"done\npartial");
+        framer.emit_complete(&file);
+        framer.shrink_when_idle();
+        assert_eq!(framer.buf, b"partial");
+        assert!(framer.buf.capacity() < 64, "{}", framer.buf.capacity());
+        assert_eq!(framer.staging.capacity(), 0);
+        framer.buf.extend_from_slice(b" line\n");
+        framer.emit_complete(&file);
+        framer.shrink_when_idle();
+        assert_eq!(framer.buf.capacity(), 0);
     }
 
     /// Compares `writer | ward pump > file` with `writer | cat > file`.

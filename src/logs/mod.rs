@@ -44,7 +44,7 @@ pub struct LogStats {
 /// errors become [`LogStats`].
 #[derive(Debug, thiserror::Error)]
 pub enum LogsError {
-    #[error("cannot read log file `{path}`")]
+    #[error("cannot read log file `{path}`\nhint: `ward logs` reads the files directly; run it as a user that can read them")]
     Read {
         path: PathBuf,
         #[source]
