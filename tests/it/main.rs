@@ -1,0 +1,9 @@
+//! Integration tests: the real `ward` binary, one temp dir and daemon per test.
+//!
+//! Run one with `cargo test --test it NAME`. A failing test prints the
+//! commands it ran, the daemon's stderr, `ward status`, ward's log and the
+//! state dir; set `WARD_IT_KEEP=1` to keep every test's directory.
+
+mod support;
+
+mod lifecycle;
