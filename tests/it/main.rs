@@ -8,3 +8,6 @@ mod support;
 
 mod lifecycle;
 mod restart;
+mod process_groups;
+mod shutdown;
+mod instances;
