@@ -11,3 +11,4 @@ mod restart;
 mod process_groups;
 mod shutdown;
 mod instances;
+mod config_errors;
