@@ -70,26 +70,59 @@ fn check_reports_each_error_with_its_location_and_exits_2() {
         let env = TestEnv::with_config(case.programs);
         let out = env.ward(&["check"]);
         let loc = location(&env, case.at);
-        env.check(out.code() == Some(2), format!("{}: exit code\n{out}", case.what));
-        env.check(out.stderr.contains(&format!("error: {}{loc}: ", env.root.display().to_string() + "/")), format!("{}: want location {loc}\n{out}", case.what));
+        env.check(
+            out.code() == Some(2),
+            format!("{}: exit code\n{out}", case.what),
+        );
+        env.check(
+            out.stderr.contains(&format!(
+                "error: {}{loc}: ",
+                env.root.display().to_string() + "/"
+            )),
+            format!("{}: want location {loc}\n{out}", case.what),
+        );
         for s in case.says {
-            env.check(out.stderr.contains(s), format!("{}: want `{s}`\n{out}", case.what));
+            env.check(
+                out.stderr.contains(s),
+                format!("{}: want `{s}`\n{out}", case.what),
+            );
         }
-        env.check(out.stderr.contains("1 error in"), format!("{}: want one error counted\n{out}", case.what));
+        env.check(
+            out.stderr.contains("1 error in"),
+            format!("{}: want one error counted\n{out}", case.what),
+        );
     }
 }
 
 #[test]
 fn up_refuses_an_invalid_config_with_the_same_messages() {
-    let all: String = CASES.iter().map(|c| format!("{}\n", c.programs.replace("\"web\"", &format!("\"web-{}\"", c.what.replace(' ', "-"))))).collect();
+    let all: String = CASES
+        .iter()
+        .map(|c| {
+            format!(
+                "{}\n",
+                c.programs
+                    .replace("\"web\"", &format!("\"web-{}\"", c.what.replace(' ', "-")))
+            )
+        })
+        .collect();
     let env = TestEnv::with_config(&all);
     let check = env.ward(&["check"]);
     env.check(check.code() == Some(2), format!("check\n{check}"));
-    env.check(check.stderr.contains(&format!("{} errors in", CASES.len())), format!("every error reported at once\n{check}"));
+    env.check(
+        check.stderr.contains(&format!("{} errors in", CASES.len())),
+        format!("every error reported at once\n{check}"),
+    );
     let up = env.ward(&["up"]);
     env.check(up.code() == Some(2), format!("up should refuse\n{up}"));
-    env.check(up.stderr == check.stderr, format!("up and check disagree\n{up}\n{check}"));
-    env.check(!env.state_dir.exists(), "up created the state dir for an invalid config");
+    env.check(
+        up.stderr == check.stderr,
+        format!("up and check disagree\n{up}\n{check}"),
+    );
+    env.check(
+        !env.state_dir.exists(),
+        "up created the state dir for an invalid config",
+    );
 }
 
 #[test]
@@ -100,7 +133,10 @@ fn the_example_config_passes_check() {
     cmd.args(["check", "-c", example]);
     let out = env.run(cmd);
     env.check(out.code() == Some(0), format!("example config\n{out}"));
-    env.check(out.stdout.contains(": ok (3 programs, 4 instances"), format!("summary\n{out}"));
+    env.check(
+        out.stdout.contains(": ok (3 programs, 4 instances"),
+        format!("summary\n{out}"),
+    );
 }
 
 #[test]
@@ -109,5 +145,8 @@ fn config_errors_end_with_a_newline() {
     let env = TestEnv::with_config(CASES[0].programs);
     let out = env.ward(&["check"]);
     env.check(out.code() == Some(2), format!("exit code\n{out}"));
-    env.check(out.stderr.ends_with('\n'), format!("stderr does not end with a newline: {:?}", out.stderr));
+    env.check(
+        out.stderr.ends_with('\n'),
+        format!("stderr does not end with a newline: {:?}", out.stderr),
+    );
 }

@@ -6,9 +6,11 @@
 
 mod support;
 
-mod lifecycle;
-mod restart;
-mod process_groups;
-mod shutdown;
-mod instances;
 mod config_errors;
+mod instances;
+mod lifecycle;
+mod logs_cli;
+mod process_groups;
+mod restart;
+mod shutdown;
+mod socket;

@@ -26,15 +26,24 @@ fn announced_delays(p: &Value) -> Vec<u64> {
         .iter()
         .filter(|(_, to, _)| to == "backoff")
         .map(|(_, _, d)| {
-            let ms = d.rsplit("restarting in ").next().and_then(|s| s.strip_suffix("ms")).unwrap_or("");
-            ms.parse().unwrap_or_else(|_| panic!("cannot read the delay in {d:?}"))
+            let ms = d
+                .rsplit("restarting in ")
+                .next()
+                .and_then(|s| s.strip_suffix("ms"))
+                .unwrap_or("");
+            ms.parse()
+                .unwrap_or_else(|_| panic!("cannot read the delay in {d:?}"))
         })
         .collect()
 }
 
 /// Milliseconds between consecutive starts (transitions into `running`).
 fn start_gaps(p: &Value) -> Vec<u64> {
-    let starts: Vec<u64> = transitions(p).iter().filter(|(_, to, _)| to == "running").map(|(at, _, _)| *at).collect();
+    let starts: Vec<u64> = transitions(p)
+        .iter()
+        .filter(|(_, to, _)| to == "running")
+        .map(|(at, _, _)| *at)
+        .collect();
     starts.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
@@ -58,30 +67,68 @@ max_restarts = 5
 "#,
     );
     env.up();
-    for (name, restarts, delays) in [("crashy", 4, vec![50, 100, 200, 400]), ("capped", 5, vec![50, 100, 200, 200, 200])] {
+    for (name, restarts, delays) in [
+        ("crashy", 4, vec![50, 100, 200, 400]),
+        ("capped", 5, vec![50, 100, 200, 200, 200]),
+    ] {
         let p = env.wait_state(name, "fatal");
-        env.check(p["restarts"] == restarts, format!("{name}: restarts should be {restarts}: {p}"));
-        env.check(p["last_exit"]["exit"]["code"] == 3, format!("{name}: last exit: {p}"));
-        env.check(announced_delays(&p) == delays, format!("{name}: announced delays {:?}, want {delays:?}: {p}", announced_delays(&p)));
+        env.check(
+            p["restarts"] == restarts,
+            format!("{name}: restarts should be {restarts}: {p}"),
+        );
+        env.check(
+            p["last_exit"]["exit"]["code"] == 3,
+            format!("{name}: last exit: {p}"),
+        );
+        env.check(
+            announced_delays(&p) == delays,
+            format!(
+                "{name}: announced delays {:?}, want {delays:?}: {p}",
+                announced_delays(&p)
+            ),
+        );
         let gaps = start_gaps(&p);
-        env.check(gaps.len() == delays.len(), format!("{name}: {} starts in history, want {}: {p}", gaps.len() + 1, delays.len() + 1));
+        env.check(
+            gaps.len() == delays.len(),
+            format!(
+                "{name}: {} starts in history, want {}: {p}",
+                gaps.len() + 1,
+                delays.len() + 1
+            ),
+        );
         for (gap, delay) in gaps.iter().zip(&delays) {
             // Never earlier than the delay; the upper bound only rules out a
             // delay from the wrong step of the sequence on a loaded machine.
-            env.check(gap >= delay, format!("{name}: gap {gap}ms shorter than its delay {delay}ms; gaps {gaps:?}"));
-            env.check(*gap < delay * 2 + 1500, format!("{name}: gap {gap}ms far longer than {delay}ms; gaps {gaps:?}"));
+            env.check(
+                gap >= delay,
+                format!("{name}: gap {gap}ms shorter than its delay {delay}ms; gaps {gaps:?}"),
+            );
+            env.check(
+                *gap < delay * 2 + 1500,
+                format!("{name}: gap {gap}ms far longer than {delay}ms; gaps {gaps:?}"),
+            );
         }
-        env.check(gaps.last() > gaps.first(), format!("{name}: gaps do not grow: {gaps:?}"));
+        env.check(
+            gaps.last() > gaps.first(),
+            format!("{name}: gaps do not grow: {gaps:?}"),
+        );
         let msg = p["message"].as_str().unwrap_or("");
-        env.check(msg.contains("max_restarts"), format!("{name}: fatal message: {p}"));
+        env.check(
+            msg.contains("max_restarts"),
+            format!("{name}: fatal message: {p}"),
+        );
     }
 
     // A manual start leaves fatal (and the loop starts over).
     let out = env.ward_ok(&["start", "crashy"]);
-    env.check(out.stdout.contains("crashy"), format!("start output\n{out}"));
+    env.check(
+        out.stdout.contains("crashy"),
+        format!("start output\n{out}"),
+    );
     env.wait_until("crashy left fatal through a new start", DEADLINE, || {
         let p = env.prog("crashy");
-        p["restarts"].as_u64() >= Some(5) && transitions(&p).iter().any(|(_, to, _)| to == "running")
+        p["restarts"].as_u64() >= Some(5)
+            && transitions(&p).iter().any(|(_, to, _)| to == "running")
     });
 }
 
@@ -119,18 +166,40 @@ restart = "always"
     );
     env.up();
     // Once the restarting ones have restarted twice, the others had every chance to.
-    env.wait_until("`unexpected-code` and `always` restarted twice", DEADLINE, || {
-        let s = env.status_json();
-        let restarts = |n: &str| s["programs"].as_array().unwrap().iter().find(|p| p["name"] == n).unwrap()["restarts"].as_u64().unwrap();
-        restarts("unexpected-code") >= 2 && restarts("always") >= 2
-    });
+    env.wait_until(
+        "`unexpected-code` and `always` restarted twice",
+        DEADLINE,
+        || {
+            let s = env.status_json();
+            let restarts = |n: &str| {
+                s["programs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["name"] == n)
+                    .unwrap()["restarts"]
+                    .as_u64()
+                    .unwrap()
+            };
+            restarts("unexpected-code") >= 2 && restarts("always") >= 2
+        },
+    );
     for (name, code) in [("never", 1), ("expected-code", 3)] {
         let p = env.prog(name);
-        env.check(p["state"] == "exited" && p["restarts"] == 0, format!("{name} should stay exited: {p}"));
-        env.check(p["last_exit"]["exit"]["code"] == code, format!("{name} last exit: {p}"));
+        env.check(
+            p["state"] == "exited" && p["restarts"] == 0,
+            format!("{name} should stay exited: {p}"),
+        );
+        env.check(
+            p["last_exit"]["exit"]["code"] == code,
+            format!("{name} last exit: {p}"),
+        );
     }
     let p = env.prog("unexpected-code");
-    env.check(p["last_exit"]["exit"]["code"] == 4, format!("last exit: {p}"));
+    env.check(
+        p["last_exit"]["exit"]["code"] == 4,
+        format!("last exit: {p}"),
+    );
 }
 
 #[test]
@@ -148,8 +217,17 @@ autostart = false
     env.up();
     let out = env.ward(&["start", "brief"]);
     env.check(out.code() == Some(1), format!("exit code\n{out}"));
-    env.check(out.stderr.contains("brief") && out.stderr.contains("error:"), format!("names the program\n{out}"));
-    env.check(out.stderr.contains("failed start") && out.stderr.contains("min_uptime"), format!("explains the failed start\n{out}"));
+    env.check(
+        out.stderr.contains("brief") && out.stderr.contains("error:"),
+        format!("names the program\n{out}"),
+    );
+    env.check(
+        out.stderr.contains("failed start") && out.stderr.contains("min_uptime"),
+        format!("explains the failed start\n{out}"),
+    );
     let p = env.prog("brief");
-    env.check(p["state"] == "exited" && p["last_exit"]["exit"]["code"] == 0, format!("after the failed start: {p}"));
+    env.check(
+        p["state"] == "exited" && p["last_exit"]["exit"]["code"] == 0,
+        format!("after the failed start: {p}"),
+    );
 }

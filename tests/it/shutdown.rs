@@ -21,12 +21,21 @@ instances = 2
 "#,
     );
     env.up();
-    let pids: Vec<i32> = ["one", "two:0", "two:1"].iter().map(|n| env.running_pid(n)).collect();
+    let pids: Vec<i32> = ["one", "two:0", "two:1"]
+        .iter()
+        .map(|n| env.running_pid(n))
+        .collect();
     env.signal_daemon(libc::SIGTERM);
     let status = env.wait_daemon_exit(DEADLINE);
-    env.check(status.code() == Some(0), format!("ward exited with {status}"));
+    env.check(
+        status.code() == Some(0),
+        format!("ward exited with {status}"),
+    );
     for pid in pids {
-        env.check(!alive(pid) && group_members(pid).is_empty(), format!("pid {pid} (or its group) survived SIGTERM to ward"));
+        env.check(
+            !alive(pid) && group_members(pid).is_empty(),
+            format!("pid {pid} (or its group) survived SIGTERM to ward"),
+        );
     }
     env.check(!env.socket().exists(), "the socket file is left behind");
 }
@@ -60,20 +69,35 @@ min_uptime = "300ms"
         .and_then(|t| t["at_ms"].as_u64())
         .unwrap_or_else(|| env.fail(&format!("db never became running: {db}")));
     let web_started = web["started_at_ms"].as_u64().unwrap();
-    env.check(web_started >= db_running_at, format!("web started at {web_started}, before db was running at {db_running_at}"));
+    env.check(
+        web_started >= db_running_at,
+        format!("web started at {web_started}, before db was running at {db_running_at}"),
+    );
 
     env.signal_daemon(libc::SIGTERM);
     let status = env.wait_daemon_exit(DEADLINE);
-    env.check(status.code() == Some(0), format!("ward exited with {status}"));
+    env.check(
+        status.code() == Some(0),
+        format!("ward exited with {status}"),
+    );
     let log = fs::read_to_string(env.state_dir.join("ward.log")).unwrap();
     let find = |program: &str, to: &str| {
         log.lines()
-            .position(|l| l.contains(&format!("program{{program={program}}}")) && l.contains(&format!("to=\"{to}\"")) && l.contains("from=\"stopping\"") == (to == "stopped"))
+            .position(|l| {
+                l.contains(&format!("program{{program={program}}}"))
+                    && l.contains(&format!("to=\"{to}\""))
+                    && l.contains("from=\"stopping\"") == (to == "stopped")
+            })
             .unwrap_or_else(|| env.fail(&format!("no `{program}` -> {to} line in ward.log")))
     };
     let web_stopped = find("web", "stopped");
     let db_stopping = find("db", "stopping");
-    env.check(web_stopped < db_stopping, format!("db began stopping (line {db_stopping}) before web had stopped (line {web_stopped})"));
+    env.check(
+        web_stopped < db_stopping,
+        format!(
+            "db began stopping (line {db_stopping}) before web had stopped (line {web_stopped})"
+        ),
+    );
 }
 
 #[test]
@@ -88,22 +112,38 @@ min_uptime = "100ms"
     );
     env.up();
     let main = env.running_pid("parent");
-    env.wait_until("the grandchild runs in the group", DEADLINE, || group_members(main).len() == 2);
+    env.wait_until("the grandchild runs in the group", DEADLINE, || {
+        group_members(main).len() == 2
+    });
     let old: Vec<i32> = group_members(main);
 
     env.signal_daemon(libc::SIGKILL);
     env.wait_daemon_exit(DEADLINE);
     // The grandchild has no death signal: only the next ward can clean it up.
     let orphans: Vec<i32> = old.iter().copied().filter(|&p| alive(p)).collect();
-    env.check(!orphans.is_empty(), format!("precondition: the grandchild should outlive ward (group was {old:?})"));
+    env.check(
+        !orphans.is_empty(),
+        format!("precondition: the grandchild should outlive ward (group was {old:?})"),
+    );
 
     env.up();
-    env.wait_until("every process of the old run is gone", DEADLINE, || old.iter().all(|&p| !alive(p)));
+    env.wait_until("every process of the old run is gone", DEADLINE, || {
+        old.iter().all(|&p| !alive(p))
+    });
     let p = env.prog("parent");
     let new_pid = p["pid"].as_i64().unwrap_or(0) as i32;
-    env.check(!old.contains(&new_pid), format!("new run reuses an old pid: {p}"));
-    env.check(p["restarts"] == 0 && p["last_exit"].is_null(), format!("new run is not fresh: {p}"));
+    env.check(
+        !old.contains(&new_pid),
+        format!("new run reuses an old pid: {p}"),
+    );
+    env.check(
+        p["restarts"] == 0 && p["last_exit"].is_null(),
+        format!("new run is not fresh: {p}"),
+    );
     env.running_pid("parent");
     let log = fs::read_to_string(env.state_dir.join("ward.log")).unwrap();
-    env.check(log.contains("left by a previous ward"), "ward.log does not report the killed leftovers");
+    env.check(
+        log.contains("left by a previous ward"),
+        "ward.log does not report the killed leftovers",
+    );
 }

@@ -60,8 +60,12 @@ impl fmt::Display for Output {
 /// Run `cmd` to completion, killing it after `timeout`.
 pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     let desc = format!("{cmd:?}");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
     let out_t = std::thread::spawn(move || {
@@ -84,7 +88,15 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
             let st = child.wait().expect("wait");
             let stdout = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
             let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
-            panic!("{desc} did not finish within {timeout:?}; killed it\n{}", Output { cmd: desc.clone(), status: st, stdout, stderr });
+            panic!(
+                "{desc} did not finish within {timeout:?}; killed it\n{}",
+                Output {
+                    cmd: desc.clone(),
+                    status: st,
+                    stdout,
+                    stderr
+                }
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -113,7 +125,10 @@ pub struct TestEnv {
 impl TestEnv {
     pub fn new() -> TestEnv {
         // Under /tmp explicitly: the socket path must stay short.
-        let dir = tempfile::Builder::new().prefix("ward-it.").tempdir_in("/tmp").expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ward-it.")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
         let root = dir.path().to_path_buf();
         let state_dir = root.join("state");
         let tag = format!("{}", root.display());
@@ -139,7 +154,10 @@ impl TestEnv {
 
     /// The header every config starts with.
     pub fn header(&self) -> String {
-        format!("[supervisor]\nstate_dir = \"{}\"\n\n", self.state_dir.display())
+        format!(
+            "[supervisor]\nstate_dir = \"{}\"\n\n",
+            self.state_dir.display()
+        )
     }
 
     /// Write `supervisor.toml`: the header, then `programs`.
@@ -163,8 +181,14 @@ impl TestEnv {
     /// A `Command` for the `ward` binary with `-c FILE` and a clean environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(ward_bin());
-        cmd.arg("-c").arg(&self.config_path).args(args).current_dir(&self.root);
-        cmd.env_remove("WARD_SOCKET").env_remove("WARD_CONFIG").env_remove("WARD_LOG").env(TAG_VAR, &self.tag);
+        cmd.arg("-c")
+            .arg(&self.config_path)
+            .args(args)
+            .current_dir(&self.root);
+        cmd.env_remove("WARD_SOCKET")
+            .env_remove("WARD_CONFIG")
+            .env_remove("WARD_LOG")
+            .env(TAG_VAR, &self.tag);
         cmd
     }
 
@@ -188,7 +212,10 @@ impl TestEnv {
     pub fn ward_ok(&self, args: &[&str]) -> Output {
         let out = self.ward(args);
         if !out.status.success() {
-            self.fail(&format!("expected success from `ward {}`\n{out}", args.join(" ")));
+            self.fail(&format!(
+                "expected success from `ward {}`\n{out}",
+                args.join(" ")
+            ));
         }
         out
     }
@@ -200,25 +227,40 @@ impl TestEnv {
             *ups += 1;
             *ups
         };
-        let stdout = File::create(self.root.join(format!("daemon-{n}.stdout"))).expect("daemon stdout");
-        let stderr = File::create(self.root.join(format!("daemon-{n}.stderr"))).expect("daemon stderr");
+        let stdout =
+            File::create(self.root.join(format!("daemon-{n}.stdout"))).expect("daemon stdout");
+        let stderr =
+            File::create(self.root.join(format!("daemon-{n}.stderr"))).expect("daemon stderr");
         let mut cmd = self.command(&["up"]);
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-        self.commands.borrow_mut().push(format!("{cmd:?} (daemon #{n})"));
+        self.commands
+            .borrow_mut()
+            .push(format!("{cmd:?} (daemon #{n})"));
         let child = cmd.spawn().expect("spawn ward up");
         let previous = self.daemon.borrow_mut().replace(child);
-        assert!(previous.is_none(), "up() while a daemon child is still recorded; call wait_daemon_exit first");
-        self.wait_until("the daemon answers `ward status`", Duration::from_secs(10), || {
-            if let Some(st) = self.daemon_try_wait() {
-                self.fail(&format!("`ward up` exited during startup ({st})"));
-            }
-            self.ward(&["status"]).status.success()
-        });
+        assert!(
+            previous.is_none(),
+            "up() while a daemon child is still recorded; call wait_daemon_exit first"
+        );
+        self.wait_until(
+            "the daemon answers `ward status`",
+            Duration::from_secs(10),
+            || {
+                if let Some(st) = self.daemon_try_wait() {
+                    self.fail(&format!("`ward up` exited during startup ({st})"));
+                }
+                self.ward(&["status"]).status.success()
+            },
+        );
     }
 
     /// The pid of the foreground daemon this env started.
     pub fn daemon_pid(&self) -> i32 {
-        self.daemon.borrow().as_ref().map(|c| c.id() as i32).expect("no daemon started")
+        self.daemon
+            .borrow()
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .expect("no daemon started")
     }
 
     /// Whether the daemon child has exited; reaps it if so (and forgets it).
@@ -265,7 +307,8 @@ impl TestEnv {
         if !out.status.success() {
             self.fail(&format!("`ward status --json` failed\n{out}"));
         }
-        let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| self.fail(&format!("bad JSON from status: {e}\n{out}")));
+        let v: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| self.fail(&format!("bad JSON from status: {e}\n{out}")));
         self.record_pids(&v);
         v
     }
@@ -296,7 +339,9 @@ impl TestEnv {
     /// The pid of a running instance (waits until it runs).
     pub fn running_pid(&self, name: &str) -> i32 {
         let p = self.wait_state(name, "running");
-        p["pid"].as_i64().unwrap_or_else(|| self.fail(&format!("running without a pid: {p}"))) as i32
+        p["pid"]
+            .as_i64()
+            .unwrap_or_else(|| self.fail(&format!("running without a pid: {p}"))) as i32
     }
 
     fn record_pids(&self, status: &Value) {
@@ -312,7 +357,8 @@ impl TestEnv {
 
     /// Send one raw line to the control socket and read one reply line.
     pub fn raw_request(&self, line: &str) -> String {
-        let mut s = UnixStream::connect(self.socket()).unwrap_or_else(|e| self.fail(&format!("connect: {e}")));
+        let mut s = UnixStream::connect(self.socket())
+            .unwrap_or_else(|e| self.fail(&format!("connect: {e}")));
         s.set_read_timeout(Some(CMD_TIMEOUT)).expect("timeout");
         s.write_all(line.as_bytes()).expect("write request");
         let mut buf = Vec::new();
@@ -334,7 +380,9 @@ impl TestEnv {
                 return;
             }
             if start.elapsed() >= deadline {
-                self.fail(&format!("timed out after {deadline:?} waiting until {desc}"));
+                self.fail(&format!(
+                    "timed out after {deadline:?} waiting until {desc}"
+                ));
             }
             std::thread::sleep(POLL);
         }
@@ -392,9 +440,11 @@ impl TestEnv {
         if let Ok(dir) = fs::read_dir(self.state_dir.join("pids")) {
             for e in dir.flatten() {
                 let pgid = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok());
-                let ticks = fs::read_to_string(e.path())
-                    .ok()
-                    .and_then(|t| t.split_whitespace().next().and_then(|x| x.parse::<u64>().ok()));
+                let ticks = fs::read_to_string(e.path()).ok().and_then(|t| {
+                    t.split_whitespace()
+                        .next()
+                        .and_then(|x| x.parse::<u64>().ok())
+                });
                 if let (Some(pgid), Some(ticks)) = (pgid, ticks) {
                     groups.entry(pgid).or_insert(ticks);
                 }
@@ -433,7 +483,9 @@ impl Drop for TestEnv {
         if self.daemon.borrow().is_some() || self.socket().exists() {
             // Best effort: a daemon that answers stops its programs in order.
             if self.socket().exists() {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(self.command(&["down"]), Duration::from_secs(20))));
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(self.command(&["down"]), Duration::from_secs(20))
+                }));
             }
             if let Some(mut child) = self.daemon.borrow_mut().take() {
                 let end = Instant::now() + Duration::from_secs(20);
@@ -471,7 +523,6 @@ impl Drop for TestEnv {
 #[derive(Debug, Clone, Copy)]
 pub struct ProcStat {
     pub state: char,
-    pub ppid: i32,
     pub pgrp: i32,
     pub start_ticks: u64,
 }
@@ -482,7 +533,6 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(ProcStat {
         state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
         pgrp: f.get(2)?.parse().ok()?,
         start_ticks: f.get(19)?.parse().ok()?,
     })
@@ -495,7 +545,11 @@ pub fn alive(pid: i32) -> bool {
 
 fn all_pids() -> Vec<i32> {
     fs::read_dir("/proc")
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -504,14 +558,6 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
     all_pids()
         .into_iter()
         .filter(|&p| proc_stat(p).is_some_and(|s| s.pgrp == pgid && s.state != 'Z'))
-        .collect()
-}
-
-/// Live children of `pid`.
-pub fn children_of(pid: i32) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|&p| proc_stat(p).is_some_and(|s| s.ppid == pid && s.state != 'Z'))
         .collect()
 }
 
@@ -552,7 +598,12 @@ fn list_dir(base: &Path, dir: &Path, out: &mut String) {
                 out.push_str(&format!("{:o}  {}/\n", m.mode() & 0o7777, rel.display()));
                 list_dir(base, &path, out);
             }
-            Ok(m) => out.push_str(&format!("{:o}  {}  ({} bytes)\n", m.mode() & 0o7777, rel.display(), m.len())),
+            Ok(m) => out.push_str(&format!(
+                "{:o}  {}  ({} bytes)\n",
+                m.mode() & 0o7777,
+                rel.display(),
+                m.len()
+            )),
             Err(err) => out.push_str(&format!("?  {}  <{err}>\n", rel.display())),
         }
     }
@@ -560,5 +611,8 @@ fn list_dir(base: &Path, dir: &Path, out: &mut String) {
 
 /// Line number (1-based) of the first line of `text` containing `needle`.
 pub fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("`{needle}` not in:\n{text}")) + 1
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("`{needle}` not in:\n{text}"))
+        + 1
 }
