@@ -121,3 +121,161 @@ fn status_without_daemon_fails_and_says_how_to_start() {
     );
     env.check(out.stderr.contains("ward up"), format!("hint\n{out}"));
 }
+
+#[test]
+fn start_brings_up_dependencies_first() {
+    let env = TestEnv::with_config(
+        r#"
+[defaults]
+autostart = false
+min_uptime = "100ms"
+
+[[program]]
+name = "web"
+command = "exec sleep 1000"
+depends_on = ["db"]
+
+[[program]]
+name = "db"
+command = "exec sleep 1000"
+"#,
+    );
+    env.up();
+    let s = env.status_json();
+    env.check(
+        s["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "stopped"),
+        format!("autostart = false: {s}"),
+    );
+    env.ward_ok(&["start", "web"]);
+    let db = env.prog("db");
+    let web = env.prog("web");
+    env.check(
+        db["state"] == "running" && web["state"] == "running",
+        format!("after `start web`: {db} {web}"),
+    );
+    env.check(
+        web["started_at_ms"].as_u64() >= db["started_at_ms"].as_u64(),
+        format!("web started before db: {db} {web}"),
+    );
+
+    env.ward_ok(&["stop", "all"]);
+    let out = env.ward_ok(&["status"]);
+    env.check(
+        out.stdout.trim_end().ends_with("0/2 running, 2 stopped"),
+        format!("after `stop all`\n{out}"),
+    );
+    env.ward_ok(&["start", "all"]);
+    let out = env.ward_ok(&["status"]);
+    env.check(
+        out.stdout.trim_end().ends_with("2/2 running"),
+        format!("after `start all`\n{out}"),
+    );
+}
+
+#[test]
+fn start_of_a_command_that_cannot_run_fails_with_the_reason() {
+    let env = TestEnv::with_config(
+        r#"
+[[program]]
+name = "ghost"
+command = ["/nonexistent/ghost"]
+autostart = false
+restart = "never"
+"#,
+    );
+    env.up();
+    let out = env.ward(&["start", "ghost"]);
+    env.check(out.code() == Some(1), format!("exit code\n{out}"));
+    env.check(
+        out.stderr.contains("ghost  error:")
+            && out.stderr.contains("cannot execute `/nonexistent/ghost`"),
+        format!("message\n{out}"),
+    );
+    env.check(env.state("ghost") == "exited", "state after a failed spawn");
+}
+
+#[test]
+fn status_json_has_the_documented_schema() {
+    let env = TestEnv::with_config(TWO_SLEEPERS);
+    env.up();
+    env.running_pid("alpha");
+    let s = env.status_json();
+    for key in [
+        "host",
+        "version",
+        "pid",
+        "config",
+        "started_at_ms",
+        "programs",
+    ] {
+        env.check(
+            s.get(key).is_some(),
+            format!("top-level `{key}` missing: {s}"),
+        );
+    }
+    env.check(
+        s["pid"] == env.daemon_pid(),
+        format!("pid is not the daemon's: {s}"),
+    );
+    let p = &s["programs"][0];
+    let keys = [
+        "name",
+        "program",
+        "instance",
+        "state",
+        "pid",
+        "started_at_ms",
+        "since_ms",
+        "restarts",
+        "streak",
+        "last_exit",
+        "next_start_ms",
+        "message",
+        "history",
+        "uptime_ms",
+        "cpu_percent",
+        "rss_bytes",
+        "log",
+    ];
+    for key in keys {
+        env.check(
+            p.get(key).is_some(),
+            format!("program `{key}` missing: {p}"),
+        );
+    }
+    for key in ["bytes_written", "bytes_dropped", "last_error"] {
+        env.check(
+            p["log"].get(key).is_some(),
+            format!("log `{key}` missing: {p}"),
+        );
+    }
+    env.check(
+        p["name"] == "alpha" && p["program"] == "alpha" && p["instance"] == 0,
+        format!("identity: {p}"),
+    );
+    env.check(
+        p["rss_bytes"].as_u64() > Some(0) && p["uptime_ms"].is_u64(),
+        format!("process facts: {p}"),
+    );
+
+    env.ward_ok(&["restart", "alpha"]);
+    let p = env.prog("alpha");
+    env.check(
+        p["last_exit"]["exit"]["signal"] == 15,
+        format!("last_exit after a restart: {p}"),
+    );
+    env.check(
+        p["last_exit"]["at_ms"].is_u64() && p["last_exit"]["ran_for_ms"].is_u64(),
+        format!("last_exit fields: {p}"),
+    );
+    let h = p["history"].as_array().unwrap();
+    env.check(
+        h.iter()
+            .any(|t| t["from"] == "stopping" && t["to"] == "stopped"),
+        format!("history: {p}"),
+    );
+}

@@ -147,3 +147,35 @@ min_uptime = "100ms"
         "ward.log does not report the killed leftovers",
     );
 }
+
+#[test]
+fn a_second_sigterm_kills_programs_that_are_slow_to_stop() {
+    let env = TestEnv::with_config(
+        r#"
+[[program]]
+name = "stubborn"
+command = "trap '' TERM; exec sleep 1000"
+min_uptime = "100ms"
+stop_timeout = "60s"
+"#,
+    );
+    env.up();
+    let pid = env.running_pid("stubborn");
+    env.signal_daemon(libc::SIGTERM);
+    env.wait_until("stubborn is stopping", DEADLINE, || {
+        fs::read_to_string(env.state_dir.join("ward.log"))
+            .is_ok_and(|l| l.contains("to=\"stopping\""))
+    });
+    env.check(
+        alive(pid),
+        "the program stopped on SIGTERM although it ignores it",
+    );
+    env.signal_daemon(libc::SIGTERM);
+    // Far less than the 60s stop_timeout.
+    let status = env.wait_daemon_exit(DEADLINE);
+    env.check(
+        status.code() == Some(0),
+        format!("ward exited with {status}"),
+    );
+    env.wait_until("the stubborn program is gone", DEADLINE, || !alive(pid));
+}
