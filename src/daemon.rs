@@ -72,16 +72,9 @@ fn records_dir(state_dir: &Path) -> PathBuf {
 
 /// Create the state dir (owner-only when ward creates it) and take its lock.
 pub fn prepare_state_dir(state_dir: &Path) -> Result<Flock<File>, DaemonError> {
-    let err = |source| DaemonError::StateDir {
-        path: state_dir.to_path_buf(),
-        source,
-    };
+    let err = |source| DaemonError::StateDir { path: state_dir.to_path_buf(), source };
     if !state_dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(err)?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(err)?;
     }
     let file = OpenOptions::new()
         .read(true)
@@ -128,23 +121,14 @@ async fn run_async(config: Config) -> Result<(), DaemonError> {
     }
     let reaper = Reaper::start(records).map_err(DaemonError::Reaper)?;
     let socket_path = config.supervisor.socket.clone();
-    let listener =
-        server::bind(&socket_path, config.supervisor.socket_group.as_ref()).map_err(|source| {
-            DaemonError::Socket {
-                path: socket_path.clone(),
-                source,
-            }
-        })?;
+    let listener = server::bind(&socket_path, config.supervisor.socket_group.as_ref())
+        .map_err(|source| DaemonError::Socket { path: socket_path.clone(), source })?;
 
     let (epoch, _) = watch::channel(0u64);
     let ctx = Arc::new(Context {
         reaper,
         epoch: epoch.clone(),
-        config_dir: config
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("/")),
+        config_dir: config.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/")),
         is_root: nix::unistd::geteuid().is_root(),
     });
     let handles = spawn_actors(&config, &ctx);
@@ -191,10 +175,7 @@ fn kill_everything(sup: &Supervisor) {
     for h in &sup.handles {
         let s = h.snapshot();
         if let (true, Some(pid)) = (s.state.has_process() || s.state == Phase::Unknown, s.pid) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
@@ -230,10 +211,7 @@ fn spawn_actors(config: &Config, ctx: &Arc<Context>) -> Vec<ProgramHandle> {
                 .iter()
                 .filter(|i| &i.program.name == name)
                 .map(|inst| {
-                    let paths =
-                        program
-                            .log
-                            .paths(&config.supervisor.state_dir, &inst.id, inst.index);
+                    let paths = program.log.paths(&config.supervisor.state_dir, &inst.id, inst.index);
                     let logs = InstanceLogs::open(paths, &program.log);
                     ProgramHandle::spawn(inst.clone(), ctx.clone(), deps.clone(), logs)
                 })
@@ -244,12 +222,6 @@ fn spawn_actors(config: &Config, ctx: &Arc<Context>) -> Vec<ProgramHandle> {
     }
     instances
         .iter()
-        .filter_map(|i| {
-            by_program
-                .get(&i.program.name)?
-                .iter()
-                .find(|h| h.id == i.id)
-                .cloned()
-        })
+        .filter_map(|i| by_program.get(&i.program.name)?.iter().find(|h| h.id == i.id).cloned())
         .collect()
 }

@@ -11,11 +11,9 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::control::protocol::{
-    ActionResult, Actions, LogSourceInfo, LogSources, ProgramStatus, StatusReport,
-};
-use crate::procfs;
+use crate::control::protocol::{ActionResult, Actions, LogSourceInfo, LogSources, ProgramStatus, StatusReport};
 use crate::program::{Phase, ProgramHandle, Request};
+use crate::procfs;
 
 pub struct Supervisor {
     pub config: Config,
@@ -45,11 +43,7 @@ impl UnknownName {
 }
 
 impl Supervisor {
-    pub fn new(
-        config: Config,
-        handles: Vec<ProgramHandle>,
-        epoch: watch::Sender<u64>,
-    ) -> Supervisor {
+    pub fn new(config: Config, handles: Vec<ProgramHandle>, epoch: watch::Sender<u64>) -> Supervisor {
         Supervisor {
             config,
             handles,
@@ -73,30 +67,13 @@ impl Supervisor {
                     wanted.insert(h.id.as_str());
                 }
             }
-            if wanted.len() == before
-                && !self
-                    .handles
-                    .iter()
-                    .any(|h| &h.id == name || &h.program.name == name)
-            {
-                let mut known: Vec<String> = self
-                    .config
-                    .programs
-                    .iter()
-                    .map(|p| p.name.clone())
-                    .collect();
+            if wanted.len() == before && !self.handles.iter().any(|h| &h.id == name || &h.program.name == name) {
+                let mut known: Vec<String> = self.config.programs.iter().map(|p| p.name.clone()).collect();
                 known.dedup();
-                return Err(UnknownName {
-                    name: name.clone(),
-                    known,
-                });
+                return Err(UnknownName { name: name.clone(), known });
             }
         }
-        Ok(self
-            .handles
-            .iter()
-            .filter(|h| wanted.contains(h.id.as_str()))
-            .collect())
+        Ok(self.handles.iter().filter(|h| wanted.contains(h.id.as_str())).collect())
     }
 
     pub fn status(&self, names: &[String], history: bool) -> Result<StatusReport, UnknownName> {
@@ -122,28 +99,21 @@ impl Supervisor {
                             cpu_percent = Some(match samples.insert(pid, (st.cpu_ticks, now)) {
                                 Some((prev, at)) if now.duration_since(at).as_millis() >= 200 => {
                                     let secs = now.duration_since(at).as_secs_f64();
-                                    (st.cpu_ticks.saturating_sub(prev) as f64 / ticks) / secs
-                                        * 100.0
+                                    (st.cpu_ticks.saturating_sub(prev) as f64 / ticks) / secs * 100.0
                                 }
                                 _ => {
-                                    let ran = snapshot
-                                        .started_at_ms
-                                        .map(|s| now_ms.saturating_sub(s))
-                                        .unwrap_or(0);
+                                    let ran = snapshot.started_at_ms.map(|s| now_ms.saturating_sub(s)).unwrap_or(0);
                                     if ran == 0 {
                                         0.0
                                     } else {
-                                        (st.cpu_ticks as f64 / ticks) / (ran as f64 / 1000.0)
-                                            * 100.0
+                                        (st.cpu_ticks as f64 / ticks) / (ran as f64 / 1000.0) * 100.0
                                     }
                                 }
                             });
                         }
                         _ => {
                             // Status never lies: the pid is not the process ward started.
-                            snapshot.message = Some(format!(
-                                "pid {pid} is not (or no longer) the process ward started"
-                            ));
+                            snapshot.message = Some(format!("pid {pid} is not (or no longer) the process ward started"));
                             snapshot.state = Phase::Unknown;
                         }
                     }
@@ -208,16 +178,8 @@ impl Supervisor {
             results: results
                 .into_iter()
                 .map(|(name, r)| match r {
-                    Ok(message) => ActionResult {
-                        name,
-                        ok: true,
-                        message,
-                    },
-                    Err(message) => ActionResult {
-                        name,
-                        ok: false,
-                        message,
-                    },
+                    Ok(message) => ActionResult { name, ok: true, message },
+                    Err(message) => ActionResult { name, ok: false, message },
                 })
                 .collect(),
         })
@@ -226,10 +188,7 @@ impl Supervisor {
     /// Instances (not among `targets`) that `targets` depend on, transitively.
     fn dependency_closure(&self, targets: &[ProgramHandle]) -> Vec<&ProgramHandle> {
         let mut programs: HashSet<&str> = HashSet::new();
-        let mut stack: Vec<&str> = targets
-            .iter()
-            .flat_map(|h| h.program.depends_on.iter().map(|s| s.as_str()))
-            .collect();
+        let mut stack: Vec<&str> = targets.iter().flat_map(|h| h.program.depends_on.iter().map(|s| s.as_str())).collect();
         while let Some(name) = stack.pop() {
             if programs.insert(name) {
                 if let Some(p) = self.config.program(name) {
@@ -246,10 +205,7 @@ impl Supervisor {
 
     /// Stop `targets` in parallel, each only after the targets that depend on
     /// it have no process left.
-    pub async fn stop_ordered(
-        &self,
-        targets: &[ProgramHandle],
-    ) -> Vec<(String, Result<String, String>)> {
+    pub async fn stop_ordered(&self, targets: &[ProgramHandle]) -> Vec<(String, Result<String, String>)> {
         let tasks: Vec<_> = targets
             .iter()
             .map(|h| {

@@ -28,12 +28,7 @@ pub mod exit_codes {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "ward",
-    version,
-    about = "A process supervisor with a built-in heartbeat registry",
-    propagate_version = true
-)]
+#[command(name = "ward", version, about = "A process supervisor with a built-in heartbeat registry", propagate_version = true)]
 pub struct Cli {
     /// Config file [default: $WARD_CONFIG, ./supervisor.toml, /etc/ward/supervisor.toml]
     #[arg(short, long, global = true, value_name = "FILE")]
@@ -135,39 +130,18 @@ fn run(cli: Cli) -> u8 {
         Command::Status { ref names, json } => {
             let socket = socket_path(&cli);
             client_call(&socket, |c| {
-                let report: StatusReport = c.call(&Request::Status {
-                    names: names.clone(),
-                    history: names.len() == 1,
-                })?;
+                let report: StatusReport = c.call(&Request::Status { names: names.clone(), history: names.len() == 1 })?;
                 if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).unwrap_or_default()
-                    );
+                    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
                 } else {
                     status::print(&report, io::stdout().is_terminal(), names.len() == 1);
                 }
                 Ok(exit_codes::OK)
             })
         }
-        Command::Start { ref names } => action(
-            &cli,
-            Request::Start {
-                names: names.clone(),
-            },
-        ),
-        Command::Stop { ref names } => action(
-            &cli,
-            Request::Stop {
-                names: names.clone(),
-            },
-        ),
-        Command::Restart { ref names } => action(
-            &cli,
-            Request::Restart {
-                names: names.clone(),
-            },
-        ),
+        Command::Start { ref names } => action(&cli, Request::Start { names: names.clone() }),
+        Command::Stop { ref names } => action(&cli, Request::Stop { names: names.clone() }),
+        Command::Restart { ref names } => action(&cli, Request::Restart { names: names.clone() }),
         Command::Down => {
             let socket = socket_path(&cli);
             client_call(&socket, |c| {
@@ -177,16 +151,7 @@ fn run(cli: Cli) -> u8 {
                 Ok(code)
             })
         }
-        Command::Logs {
-            ref name,
-            lines,
-            follow,
-            err,
-            out,
-            since,
-            ref grep,
-            json,
-        } => {
+        Command::Logs { ref name, lines, follow, err, out, since, ref grep, json } => {
             let opts = crate::logs::LogsOptions {
                 lines,
                 follow,
@@ -276,11 +241,7 @@ fn up(explicit: Option<&Path>, detach: bool) -> u8 {
         }
     };
     let to_stderr = std::env::var_os("WARD_DETACHED").is_none();
-    crate::telemetry::init(
-        &daemon::own_log_path(&config.supervisor.state_dir),
-        &config.supervisor.log,
-        to_stderr,
-    );
+    crate::telemetry::init(&daemon::own_log_path(&config.supervisor.state_dir), &config.supervisor.log, to_stderr);
     match daemon::run(config, lock) {
         Ok(()) => exit_codes::OK,
         Err(e) => {
@@ -297,14 +258,7 @@ fn up_detached(config: &Config) -> u8 {
     let socket = &config.supervisor.socket;
     if let Ok(mut c) = Client::connect(socket) {
         if let Ok(p) = c.call::<Pong>(&Request::Ping) {
-            print_error(
-                &format!(
-                    "ward is already running (pid {}) at `{}`",
-                    p.pid,
-                    socket.display()
-                ),
-                Some("use `ward status`, or `ward down` to stop it"),
-            );
+            print_error(&format!("ward is already running (pid {}) at `{}`", p.pid, socket.display()), Some("use `ward status`, or `ward down` to stop it"));
             return exit_codes::FAILED;
         }
     }
@@ -351,21 +305,14 @@ fn up_detached(config: &Config) -> u8 {
         }
         if let Ok(mut c) = Client::connect(socket) {
             if let Ok(p) = c.call::<Pong>(&Request::Ping) {
-                println!(
-                    "ward is up in the background (pid {}); its log: {}",
-                    p.pid,
-                    log.display()
-                );
+                println!("ward is up in the background (pid {}); its log: {}", p.pid, log.display());
                 println!("next: `ward status`, `ward logs -f`, `ward down`");
                 return exit_codes::OK;
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    print_error(
-        &"the daemon did not answer within 15s",
-        Some(&format!("see its log: {}", log.display())),
-    );
+    print_error(&"the daemon did not answer within 15s", Some(&format!("see its log: {}", log.display())));
     exit_codes::FAILED
 }
 
@@ -400,10 +347,7 @@ fn client_call(socket: &Path, f: impl FnOnce(&mut Client) -> Result<u8, ClientEr
         Ok(code) => code,
         Err(e) => {
             let mut msg = e.to_string();
-            if let ClientError::NotRunning { source, .. }
-            | ClientError::PermissionDenied { source, .. }
-            | ClientError::Io { source, .. } = &e
-            {
+            if let ClientError::NotRunning { source, .. } | ClientError::PermissionDenied { source, .. } | ClientError::Io { source, .. } = &e {
                 msg.push_str(&format!(": {source}"));
             }
             print_error(&msg, e.hint().as_deref());
@@ -421,12 +365,7 @@ fn action(cli: &Cli, req: Request) -> u8 {
 }
 
 fn print_actions(actions: &Actions) -> u8 {
-    let width = actions
-        .results
-        .iter()
-        .map(|r| r.name.len())
-        .max()
-        .unwrap_or(0);
+    let width = actions.results.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let mut code = exit_codes::OK;
     for r in &actions.results {
         if r.ok {
@@ -439,32 +378,19 @@ fn print_actions(actions: &Actions) -> u8 {
     code
 }
 
-fn logs(
-    cli: &Cli,
-    name: Option<String>,
-    (out, err): (bool, bool),
-    opts: crate::logs::LogsOptions,
-) -> u8 {
+fn logs(cli: &Cli, name: Option<String>, (out, err): (bool, bool), opts: crate::logs::LogsOptions) -> u8 {
     use crate::logs::{LogSource, Stream};
     let names: Vec<String> = name.iter().cloned().collect();
     let socket = socket_path(cli);
     // Ask the daemon where the files are; fall back to the config when it is down.
-    let from_daemon = Client::connect(&socket).and_then(|mut c| {
-        c.call::<LogSources>(&Request::LogSources {
-            names: names.clone(),
-        })
-    });
+    let from_daemon = Client::connect(&socket).and_then(|mut c| c.call::<LogSources>(&Request::LogSources { names: names.clone() }));
     let sources: Vec<LogSource> = match from_daemon {
         Ok(s) => s
             .sources
             .into_iter()
             .map(|s| LogSource {
                 program: s.program,
-                stream: if s.stream == "err" {
-                    Stream::Err
-                } else {
-                    Stream::Out
-                },
+                stream: if s.stream == "err" { Stream::Err } else { Stream::Out },
                 path: PathBuf::from(s.path),
             })
             .collect(),
@@ -477,10 +403,7 @@ fn logs(
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            eprintln!(
-                "note: ward is not running; showing the log files from {}",
-                config.path.display()
-            );
+            eprintln!("note: ward is not running; showing the log files from {}", config.path.display());
             match sources_from_config(&config, &names) {
                 Ok(s) => s,
                 Err(e) => {
@@ -498,8 +421,7 @@ fn logs(
         })
         .collect();
     let mut opts = opts;
-    let programs: std::collections::HashSet<&str> =
-        sources.iter().map(|s| s.program.as_str()).collect();
+    let programs: std::collections::HashSet<&str> = sources.iter().map(|s| s.program.as_str()).collect();
     opts.prefix = opts.prefix || programs.len() > 1;
     match crate::logs::run_logs(&opts, sources) {
         Ok(()) => exit_codes::OK,
@@ -510,37 +432,20 @@ fn logs(
     }
 }
 
-fn sources_from_config(
-    config: &Config,
-    names: &[String],
-) -> Result<Vec<crate::logs::LogSource>, crate::supervisor::UnknownName> {
+fn sources_from_config(config: &Config, names: &[String]) -> Result<Vec<crate::logs::LogSource>, crate::supervisor::UnknownName> {
     use crate::logs::{LogSource, Stream};
     let mut out = Vec::new();
     let mut matched = false;
     for inst in config.instances() {
-        let wanted = names.is_empty()
-            || names
-                .iter()
-                .any(|n| n == &inst.id || n == &inst.program.name || n == "all");
+        let wanted = names.is_empty() || names.iter().any(|n| n == &inst.id || n == &inst.program.name || n == "all");
         if !wanted {
             continue;
         }
         matched = true;
-        let paths = inst
-            .program
-            .log
-            .paths(&config.supervisor.state_dir, &inst.id, inst.index);
-        out.push(LogSource {
-            program: inst.id.clone(),
-            stream: Stream::Out,
-            path: paths.stdout,
-        });
+        let paths = inst.program.log.paths(&config.supervisor.state_dir, &inst.id, inst.index);
+        out.push(LogSource { program: inst.id.clone(), stream: Stream::Out, path: paths.stdout });
         if let Some(e) = paths.stderr {
-            out.push(LogSource {
-                program: inst.id.clone(),
-                stream: Stream::Err,
-                path: e,
-            });
+            out.push(LogSource { program: inst.id.clone(), stream: Stream::Err, path: e });
         }
     }
     if !matched && !names.is_empty() {

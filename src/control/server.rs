@@ -41,8 +41,7 @@ pub fn bind(path: &Path, group: Option<&Group>) -> io::Result<UnixListener> {
     let mode = if group.is_some() { 0o660 } else { 0o600 };
     fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     if let Some(g) = group {
-        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g.gid)))
-            .map_err(io::Error::from)?;
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g.gid))).map_err(io::Error::from)?;
     }
     Ok(listener)
 }
@@ -73,9 +72,7 @@ pub async fn serve(listener: UnixListener, sup: Arc<Supervisor>, down: watch::Se
 }
 
 fn peer_allowed(stream: &UnixStream, group: Option<&Group>) -> Result<(), String> {
-    let cred = stream
-        .peer_cred()
-        .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+    let cred = stream.peer_cred().map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
     let me = nix::unistd::geteuid().as_raw();
     if cred.uid() == 0 || cred.uid() == me {
         return Ok(());
@@ -85,10 +82,7 @@ fn peer_allowed(stream: &UnixStream, group: Option<&Group>) -> Result<(), String
             return Ok(());
         }
     }
-    Err(format!(
-        "uid {} may not use this socket (only uid {me} and root may)",
-        cred.uid()
-    ))
+    Err(format!("uid {} may not use this socket (only uid {me} and root may)", cred.uid()))
 }
 
 /// Whether a process has `gid` among its supplementary groups.
@@ -102,16 +96,11 @@ fn process_in_group(pid: i32, gid: u32) -> bool {
         .is_some_and(|groups| groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
 }
 
-async fn connection(
-    stream: UnixStream,
-    sup: Arc<Supervisor>,
-    down: watch::Sender<bool>,
-) -> io::Result<()> {
+async fn connection(stream: UnixStream, sup: Arc<Supervisor>, down: watch::Sender<bool>) -> io::Result<()> {
     if let Err(why) = peer_allowed(&stream, sup.config.supervisor.socket_group.as_ref()) {
         tracing::warn!(reason = %why, "refused a control connection");
         let (_, mut w) = stream.into_split();
-        let hint =
-            "run ward's CLI as the daemon's user or root, or set `socket_group` in [supervisor]";
+        let hint = "run ward's CLI as the daemon's user or root, or set `socket_group` in [supervisor]";
         return write_reply(&mut w, &Reply::error(why, Some(hint.into()))).await;
     }
     let (r, mut w) = stream.into_split();
@@ -119,10 +108,7 @@ async fn connection(
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
+        let n = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
         if n == 0 {
             return Ok(());
         }
@@ -201,10 +187,7 @@ async fn handle(req: Request, sup: &Arc<Supervisor>) -> Reply {
 
 async fn act(sup: &Arc<Supervisor>, req: program::Request, names: &[String]) -> Reply {
     if names.is_empty() {
-        return Reply::error(
-            "no program named",
-            Some("name one or more programs, or `all`".into()),
-        );
+        return Reply::error("no program named", Some("name one or more programs, or `all`".into()));
     }
     match sup.act(req, names).await {
         Ok(actions) => Reply::data(&actions),

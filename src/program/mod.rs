@@ -108,12 +108,7 @@ pub struct ProgramHandle {
 impl ProgramHandle {
     /// Start the actor for `instance`. `deps` are the snapshots of every
     /// instance of the programs it depends on.
-    pub fn spawn(
-        instance: Instance,
-        ctx: Arc<Context>,
-        deps: Vec<watch::Receiver<Snapshot>>,
-        logs: InstanceLogs,
-    ) -> ProgramHandle {
+    pub fn spawn(instance: Instance, ctx: Arc<Context>, deps: Vec<watch::Receiver<Snapshot>>, logs: InstanceLogs) -> ProgramHandle {
         let (tx, rx) = mpsc::channel(16);
         let (snap_tx, state) = watch::channel(actor::initial_snapshot(&instance));
         let handle = ProgramHandle {
@@ -133,8 +128,7 @@ impl ProgramHandle {
         if self.tx.send((req, reply)).await.is_err() {
             return Err("the program's actor is gone".into());
         }
-        rx.await
-            .unwrap_or_else(|_| Err("the program's actor dropped the request".into()))
+        rx.await.unwrap_or_else(|_| Err("the program's actor dropped the request".into()))
     }
 
     /// Send a request without waiting for its outcome.
