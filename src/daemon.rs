@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::server;
-use crate::logs::InstanceLogs;
+use crate::logs::{InstanceLogs, OwnLogWriter};
 use crate::program::{Context, Phase, ProgramHandle, Request};
 use crate::reaper::{self, Reaper};
 use crate::supervisor::Supervisor;
@@ -103,17 +103,17 @@ pub fn prepare_state_dir(state_dir: &Path) -> Result<Flock<File>, DaemonError> {
 }
 
 /// Run the daemon until it is told to stop. The lock must be held.
-pub fn run(config: Config, _lock: Flock<File>) -> Result<(), DaemonError> {
+pub fn run(config: Config, _lock: Flock<File>, own_log: OwnLogWriter) -> Result<(), DaemonError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ward-rt")
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    runtime.block_on(run_async(config))
+    runtime.block_on(run_async(config, own_log))
 }
 
-async fn run_async(config: Config) -> Result<(), DaemonError> {
+async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonError> {
     let state_dir = config.supervisor.state_dir.clone();
     let records = records_dir(&state_dir);
     for (label, pgid) in reaper::kill_leftovers(&records) {
@@ -151,7 +151,11 @@ async fn run_async(config: Config) -> Result<(), DaemonError> {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping every program"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping every program"); break; }
             _ = sighup.recv() => tracing::warn!("SIGHUP received: live reload is not available in this version; ignoring it (restart ward to apply a new config)"),
-            _ = sigusr1.recv() => { tracing::info!("SIGUSR1: reopening log files"); sup.reopen_logs(); }
+            _ = sigusr1.recv() => {
+                tracing::info!("SIGUSR1: reopening log files");
+                own_log.reopen();
+                sup.reopen_logs();
+            }
             _ = down_rx.changed() => { tracing::info!("stopped by `ward down`"); break; }
         }
     }

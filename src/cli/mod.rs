@@ -241,8 +241,8 @@ fn up(explicit: Option<&Path>, detach: bool) -> u8 {
         }
     };
     let to_stderr = std::env::var_os("WARD_DETACHED").is_none();
-    crate::telemetry::init(&daemon::own_log_path(&config.supervisor.state_dir), &config.supervisor.log, to_stderr);
-    match daemon::run(config, lock) {
+    let own_log = crate::telemetry::init(&daemon::own_log_path(&config.supervisor.state_dir), &config.supervisor.log, to_stderr);
+    match daemon::run(config, lock, own_log) {
         Ok(()) => exit_codes::OK,
         Err(e) => {
             tracing::error!(error = %e, "ward failed");
@@ -426,7 +426,7 @@ fn logs(cli: &Cli, name: Option<String>, (out, err): (bool, bool), opts: crate::
     match crate::logs::run_logs(&opts, sources) {
         Ok(()) => exit_codes::OK,
         Err(e) => {
-            print_error(&e, None);
+            print_error(&e, e.hint().as_deref());
             exit_codes::FAILED
         }
     }
