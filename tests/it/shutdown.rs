@@ -179,3 +179,28 @@ stop_timeout = "60s"
     );
     env.wait_until("the stubborn program is gone", DEADLINE, || !alive(pid));
 }
+
+#[test]
+fn down_stops_every_program_and_the_foreground_daemon_exits_zero() {
+    let env = TestEnv::with_config(
+        r#"
+[[program]]
+name = "one"
+command = "exec sleep 1000"
+min_uptime = "100ms"
+"#,
+    );
+    env.up();
+    let pid = env.running_pid("one");
+    let out = env.ward_ok(&["down"]);
+    env.check(
+        out.stdout.contains("one") && out.stdout.contains("ward stopped"),
+        format!("down output\n{out}"),
+    );
+    env.check(!alive(pid), format!("program {pid} survived `ward down`"));
+    let status = env.wait_daemon_exit(DEADLINE);
+    env.check(
+        status.code() == Some(0),
+        format!("ward exited with {status}"),
+    );
+}

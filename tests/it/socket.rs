@@ -173,3 +173,37 @@ fn detached_daemon_outlives_the_cli_and_down_stops_it() {
         format!("status after down\n{status}"),
     );
 }
+
+#[test]
+fn socket_flag_and_env_reach_the_daemon_without_a_config() {
+    let env = TestEnv::with_config(ONE);
+    env.up();
+    env.running_pid("idle");
+    let mut by_flag = Command::new(ward_bin());
+    by_flag
+        .arg("--socket")
+        .arg(env.socket())
+        .args(["status", "--json"])
+        .current_dir("/")
+        .env_remove("WARD_CONFIG")
+        .env_remove("WARD_SOCKET");
+    let mut by_env = Command::new(ward_bin());
+    by_env
+        .args(["status", "--json"])
+        .current_dir("/")
+        .env_remove("WARD_CONFIG")
+        .env("WARD_SOCKET", env.socket());
+    for cmd in [by_flag, by_env] {
+        let out = env.run(cmd);
+        env.check(
+            out.code() == Some(0),
+            format!("status through the socket alone\n{out}"),
+        );
+        let v: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| env.fail(&format!("bad JSON ({e})\n{out}")));
+        env.check(
+            v["programs"][0]["name"] == "idle",
+            format!("wrong daemon\n{out}"),
+        );
+    }
+}
