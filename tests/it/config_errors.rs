@@ -140,7 +140,7 @@ fn the_example_config_passes_check() {
 }
 
 #[test]
-#[ignore = "bug: the `N errors in FILE` line of an invalid config is printed without a trailing newline"]
+
 fn config_errors_end_with_a_newline() {
     let env = TestEnv::with_config(CASES[0].programs);
     let out = env.ward(&["check"]);
