@@ -143,6 +143,9 @@ pub(crate) fn test_program() -> Program {
         watch: vec![],
         watch_ignore: vec![],
         watch_delay: defaults::WATCH_DELAY,
+        ready: defaults::READY,
+        ready_timeout: defaults::READY_TIMEOUT,
+        heartbeat: Default::default(),
     }
 }
 
