@@ -7,6 +7,7 @@
 mod support;
 
 mod config_errors;
+mod heartbeats;
 mod instances;
 mod lifecycle;
 mod logs_cli;
