@@ -517,7 +517,8 @@ instances = 2
     // HTTP: every refusal is JSON with a reason and a precise code.
     let big = vec![b' '; 70 * 1024];
     let t = Some(token.as_str());
-    let cases: Vec<(&str, &str, Option<&str>, &[u8], u16)> = vec![
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [u8], u16);
+    let cases: Vec<Case> = vec![
         ("oversized body", "/v1/heartbeat/w", t, &big, 413),
         (
             "malformed JSON",
@@ -550,10 +551,12 @@ instances = 2
             format!("{what}: want {want} with a JSON reason, got {code} {reply}"),
         );
         // Counted against the instance: refusals that carried a token for it.
-        if path.starts_with("/v1/heartbeat/w/") || path == "/v1/heartbeat/w" {
-            if token.is_some() && [400, 401].contains(&code) && !what.contains("route") {
-                refused_here += 1;
-            }
+        if (path.starts_with("/v1/heartbeat/w/") || path == "/v1/heartbeat/w")
+            && token.is_some()
+            && [400, 401].contains(&code)
+            && !what.contains("route")
+        {
+            refused_here += 1;
         }
         if what == "unknown program" {
             env.check(
