@@ -10,6 +10,9 @@
 pub mod http;
 pub mod notify;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};

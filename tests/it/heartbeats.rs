@@ -362,9 +362,16 @@ name = "mute"
 command = "exec sleep 1000"
 ready = "notify"
 ready_timeout = "500ms"
+
+[[program]]
+name = "extended"
+command = "systemd-notify EXTEND_TIMEOUT_USEC=18446744073709551615 && echo > extended; exec sleep 1000"
+ready = "notify"
+ready_timeout = "500ms"
 "#,
     );
     env.up();
+    read_when_written(&env, &env.root.join("extended"));
     env.wait_until("mute fails its start", DEADLINE, || {
         env.prog("mute")["history"]
             .to_string()
@@ -375,6 +382,13 @@ ready_timeout = "500ms"
         p["state"] != "running",
         format!("never running: {}", p["state"]),
     );
+    // EXTEND_TIMEOUT_USEC pushed its deadline (u64::MAX µs is capped, not an overflow).
+    let e = env.prog("extended");
+    env.check(
+        e["state"] == "starting" && e["restarts"] == 0,
+        format!("extended is still starting: {e}"),
+    );
+    env.ward_ok(&["stop", "extended"]);
 }
 
 #[test]
