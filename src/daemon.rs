@@ -12,6 +12,7 @@ use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{signal, SignalKind};
@@ -22,6 +23,7 @@ use crate::control::server;
 use crate::logs::{InstanceLogs, OwnLogWriter};
 use crate::program::{Context, Phase, ProgramHandle, Request};
 use crate::reaper::{self, Reaper};
+use crate::sdnotify::{self, Notifier};
 use crate::supervisor::Supervisor;
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +135,7 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     });
     let handles = spawn_actors(&config, &ctx);
     let count = handles.len();
+    let epoch_rx = epoch.subscribe();
     let sup = Arc::new(Supervisor::new(config, handles, epoch));
     let (down, mut down_rx) = watch::channel(false);
     tokio::spawn(server::serve(listener, sup.clone(), down.clone()));
@@ -141,6 +144,7 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
         h.send(Request::Start);
     }
     tracing::info!(programs = count, socket = %socket_path.display(), config = %sup.config.path.display(), "ward is up");
+    let notifier = start_systemd_notify(&sup, epoch_rx);
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Reaper)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Reaper)?;
@@ -160,6 +164,9 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
         }
     }
 
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1\nSTATUS=stopping every program");
+    }
     // Stop everything; a second signal escalates to SIGKILL.
     let all = sup.handles.clone();
     let stop = sup.stop_ordered(&all);
@@ -172,6 +179,75 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     let _ = fs::remove_file(&socket_path);
     tracing::info!("ward stopped");
     Ok(())
+}
+
+/// How long `READY=1` waits for the autostart programs to have started.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most one `STATUS=` per this interval (bursts of changes coalesce).
+const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// When run by systemd with `Type=notify` (`$NOTIFY_SOCKET` set): tell it
+/// `READY=1` once every autostart program has started (or failed), a
+/// `STATUS=` summary when it changes, and `WATCHDOG=1` every half
+/// `$WATCHDOG_USEC`. Returns the notifier for `STOPPING=1`.
+fn start_systemd_notify(sup: &Arc<Supervisor>, epoch: watch::Receiver<u64>) -> Option<Arc<Notifier>> {
+    let notifier = match Notifier::from_env()? {
+        Ok(n) => Arc::new(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "NOTIFY_SOCKET is set but unusable; not reporting to systemd");
+            return None;
+        }
+    };
+    tokio::spawn(report_state(notifier.clone(), sup.clone(), epoch));
+    if let Some(every) = sdnotify::watchdog_interval() {
+        tracing::info!(every = %crate::program::human(every), "sending WATCHDOG=1 to systemd");
+        let n = notifier.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                n.notify("WATCHDOG=1");
+            }
+        });
+    }
+    Some(notifier)
+}
+
+fn systemd_summary(sup: &Supervisor) -> String {
+    crate::program::state::summary(sup.handles.iter().map(|h| h.snapshot().state))
+}
+
+async fn report_state(n: Arc<Notifier>, sup: Arc<Supervisor>, mut epoch: watch::Receiver<u64>) {
+    let started = |sup: &Supervisor| {
+        sup.handles
+            .iter()
+            .filter(|h| h.program.autostart)
+            .all(|h| !matches!(h.snapshot().state, Phase::Stopped | Phase::Waiting))
+    };
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while !started(&sup) {
+        tokio::select! {
+            changed = epoch.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!("some programs have not started after {}s; telling systemd that ward is ready anyway", READY_TIMEOUT.as_secs());
+                break;
+            }
+        }
+    }
+    let mut last = systemd_summary(&sup);
+    n.notify(&format!("READY=1\nSTATUS={last}"));
+    loop {
+        if epoch.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(STATUS_INTERVAL).await;
+        let now = systemd_summary(&sup);
+        if now != last {
+            n.notify(&format!("STATUS={now}"));
+            last = now;
+        }
+    }
 }
 
 fn kill_everything(sup: &Supervisor) {

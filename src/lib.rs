@@ -6,6 +6,7 @@
 //! - [`supervisor`]: the set of program handles; status and multi-program actions.
 //! - [`program`]: one actor per instance (owns its child) and its pure state machine.
 //! - [`reaper`]: the one thread that spawns and reaps children.
+//! - [`sdnotify`]: ward telling its own systemd it is ready, its status, its watchdog.
 //! - [`backoff`]: restart delays (pure).
 //! - [`logs`]: capture, rotation and reading of program output.
 //! - [`control`]: the control socket protocol, server and client.
@@ -22,5 +23,6 @@ pub mod logs;
 pub mod procfs;
 pub mod program;
 pub mod reaper;
+pub mod sdnotify;
 pub mod supervisor;
 pub mod telemetry;

@@ -164,6 +164,10 @@ impl ProcessThread {
     fn spawn(&mut self, req: SpawnRequest) -> Result<Spawned, SpawnError> {
         let program = req.argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
+        // ward's own systemd notify socket and watchdog are not the child's.
+        for var in crate::sdnotify::SUPERVISOR_ENV {
+            cmd.env_remove(var);
+        }
         cmd.args(&req.argv[1..])
             .envs(req.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))))
             .current_dir(&req.cwd)

@@ -1,0 +1,9 @@
+//! Integration tests for ward's operations features, through the real
+//! binary: sd_notify to systemd, `ward startup`, `ward init`, `ward import`
+//! and `packaging/install.sh`.
+//!
+//! Run one with `cargo test --test ops NAME`.
+
+mod support;
+
+mod sdnotify;
