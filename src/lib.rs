@@ -11,6 +11,7 @@
 //! - [`logs`]: capture, rotation and reading of program output.
 //! - [`control`]: the control socket protocol, server and client.
 //! - [`cli`]: the `ward` command line.
+//! - [`init`], [`startup`], [`import`]: `ward init`, `ward startup`/`unstartup`, `ward import`.
 //! - [`procfs`], [`exit`], [`telemetry`]: small shared pieces.
 
 pub mod backoff;
@@ -19,10 +20,13 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod exit;
+pub mod import;
+pub mod init;
 pub mod logs;
 pub mod procfs;
 pub mod program;
 pub mod reaper;
 pub mod sdnotify;
+pub mod startup;
 pub mod supervisor;
 pub mod telemetry;

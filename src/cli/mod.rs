@@ -102,6 +102,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a commented starter supervisor.toml
+    Init {
+        /// Where to write it
+        #[arg(short, long, value_name = "FILE", default_value = "supervisor.toml")]
+        output: PathBuf,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start ward at boot: write and enable a systemd unit running `ward up -c <config>`
+    Startup {
+        /// A unit for your user's systemd (~/.config/systemd/user) instead of the system's
+        #[arg(long)]
+        user: bool,
+        /// Only print the unit
+        #[arg(long)]
+        print: bool,
+    },
+    /// Undo `ward startup`: disable, stop and remove the unit
+    Unstartup {
+        /// The user unit (as written by `ward startup --user`)
+        #[arg(long)]
+        user: bool,
+    },
+    /// Convert a PM2, supervisord, systemd or Procfile setup into a supervisor.toml
+    Import {
+        #[arg(value_enum)]
+        from: crate::import::Source,
+        /// Files to convert (several supervisord .conf or systemd units are merged)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write here instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing output file
+        #[arg(long)]
+        force: bool,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -123,6 +161,13 @@ fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Up { detach } => up(cli.config.as_deref(), detach),
         Command::Check => check(cli.config.as_deref()),
+        Command::Init { ref output, force } => crate::init::init(output, force),
+        Command::Startup { user, print } => match load_config(cli.config.as_deref()) {
+            Ok(c) => crate::startup::startup(&c, user, print),
+            Err(code) => code,
+        },
+        Command::Unstartup { user } => crate::startup::unstartup(user),
+        Command::Import { from, ref files, ref output, force } => crate::import::cli(from, files, output.as_deref(), force),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ward", &mut io::stdout());
             exit_codes::OK
@@ -191,7 +236,8 @@ fn print_config_error(e: &ConfigError) {
 
 fn config_hint(e: &ConfigError) -> Option<String> {
     match e {
-        ConfigError::NotFound { .. } => Some("pass `-c FILE`, set WARD_CONFIG, or create ./supervisor.toml (see supervisor.toml.example)".into()),
+        // The message already says how to create one (`ward init`).
+        ConfigError::NotFound { .. } => None,
         ConfigError::Read { .. } => Some("check the path and its permissions".into()),
         ConfigError::Invalid(_) => None,
     }
