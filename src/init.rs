@@ -118,6 +118,15 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_config_is_the_starter() {
+        assert_eq!(
+            include_str!("../packaging/supervisor.toml"),
+            STARTER,
+            "regenerate it with `ward init -o packaging/supervisor.toml --force`"
+        );
+    }
+
+    #[test]
     fn every_commented_key_is_a_real_key() {
         // Uncomment the `key = value` lines of the first program and the
         // tables; the result must parse except for the machine-specific keys.

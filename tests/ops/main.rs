@@ -6,4 +6,7 @@
 
 mod support;
 
+mod init_import;
+mod install;
 mod sdnotify;
+mod startup;
