@@ -168,7 +168,7 @@ fn pm2_errors_name_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("eco.json");
     std::fs::write(&f, "{\n  \"apps\": [\n    { \"name\": \"x\", }\n  ]\n}\n").unwrap();
-    let e = import(Source::Pm2, &[f.clone()]).unwrap_err();
+    let e = import(Source::Pm2, std::slice::from_ref(&f)).unwrap_err();
     assert_eq!(e.line, Some(3), "{e}");
     std::fs::write(&f, r#"{"apps": [{"name": "x"}]}"#).unwrap();
     assert!(import(Source::Pm2, &[f])
@@ -263,7 +263,7 @@ fn supervisord_errors_name_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("s.conf");
     std::fs::write(&f, "[program:a]\ncommand=x\nnumprocs=zero\n").unwrap();
-    let e = import(Source::Supervisord, &[f.clone()]).unwrap_err();
+    let e = import(Source::Supervisord, std::slice::from_ref(&f)).unwrap_err();
     assert_eq!(
         (e.line, e.message.contains("numprocs")),
         (Some(3), true),
@@ -331,12 +331,12 @@ fn systemd_errors_name_the_line() {
     let f = dir.path().join("x.service");
     std::fs::write(&f, "[Service]\nExecStart=/bin/true\nRestart=sometimes\n").unwrap();
     assert_eq!(
-        import(Source::Systemd, &[f.clone()]).unwrap_err().line,
+        import(Source::Systemd, std::slice::from_ref(&f)).unwrap_err().line,
         Some(3)
     );
     std::fs::write(&f, "[Service]\nExecStart=\"/bin/true\n").unwrap();
     assert_eq!(
-        import(Source::Systemd, &[f.clone()]).unwrap_err().line,
+        import(Source::Systemd, std::slice::from_ref(&f)).unwrap_err().line,
         Some(2)
     );
     std::fs::write(&f, "[Service]\nType=simple\n").unwrap();
