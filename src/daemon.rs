@@ -110,6 +110,12 @@ pub fn prepare_state_dir(state_dir: &Path) -> Result<Flock<File>, DaemonError> {
 
 /// Run the daemon until it is told to stop. The lock must be held.
 pub fn run(config: Config, _lock: Flock<File>, own_log: OwnLogWriter) -> Result<(), DaemonError> {
+    // One malloc arena: the daemon's allocations are small and few, and
+    // per-thread arenas would cost resident memory for nothing.
+    // SAFETY: mallopt only tunes glibc's allocator; called before threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ward-rt")
