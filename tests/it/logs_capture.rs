@@ -221,7 +221,12 @@ enum FullDisk {
 #[test]
 fn a_full_disk_drops_and_counts_lines_without_blocking_the_child() {
     // Declared before the env, so it is unmounted after the daemon is down.
-    let disk = match Tmpfs::mount("512k") {
+    // WARD_IT_NO_TMPFS=1 exercises the fallback on a machine that could mount.
+    let mounted = match std::env::var_os("WARD_IT_NO_TMPFS") {
+        Some(_) => Err("WARD_IT_NO_TMPFS is set".to_string()),
+        None => Tmpfs::mount("512k"),
+    };
+    let disk = match mounted {
         Ok(fs) => {
             let filler = fs.path.join("filler");
             FullDisk::Tmpfs { fs, filler }
@@ -336,6 +341,17 @@ log = {{ stdout = "{}", stderr = "stdout" }}
     env.check(
         env.prog("disk")["pid"] == pid,
         "the child was restarted after space was freed",
+    );
+    // One warning per episode in ward.log, and one line when it resumed.
+    let own = fs::read_to_string(env.state_dir.join("ward.log")).unwrap_or_default();
+    let count = |what: &str| {
+        own.lines()
+            .filter(|l| l.contains(what) && l.contains("disk.out.log"))
+            .count()
+    };
+    env.check(
+        count("log write failed") == 1 && count("log writing resumed") == 1,
+        format!("ward.log should say once that writing failed and once that it resumed:\n{own}"),
     );
 }
 
