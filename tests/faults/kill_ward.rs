@@ -131,3 +131,29 @@ min_uptime = "0s"
         rotated_files(&log).len()
     );
 }
+
+#[test]
+#[ignore = "bug: a log file left ending in a cut line (ward SIGKILLed inside a write) is appended to without a `\\n` first, so the next run's first line is glued onto the cut one"]
+fn a_log_left_cut_by_a_killed_ward_is_continued_on_a_new_line() {
+    let env = TestEnv::with_config(
+        r#"
+[[program]]
+name = "next"
+command = "echo next-run; exec sleep 1000"
+min_uptime = "0s"
+"#,
+    );
+    // What a SIGKILL inside a write leaves: a last line without its `\n`.
+    let log = env.log_path("next.out.log");
+    fs::create_dir_all(log.parent().unwrap()).unwrap();
+    fs::write(&log, "1\n2\n3").unwrap();
+    env.up();
+    env.wait_until("the new run's line is in the log", DEADLINE, || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("next-run"))
+    });
+    let text = fs::read_to_string(&log).unwrap();
+    env.check(
+        text == "1\n2\n3\nnext-run\n",
+        format!("the new run's first line must start on its own line: {text:?}"),
+    );
+}
