@@ -151,6 +151,7 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     let count = sup.handles().len();
     let (down, mut down_rx) = watch::channel(false);
     tokio::spawn(server::serve(listener, sup.clone(), down.clone()));
+    crate::watch::spawn(sup.clone());
 
     for h in sup.handles().iter().filter(|h| h.program.autostart) {
         h.send(Request::Start);

@@ -24,3 +24,4 @@ pub mod program;
 pub mod reaper;
 pub mod supervisor;
 pub mod telemetry;
+pub mod watch;

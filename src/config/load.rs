@@ -23,7 +23,14 @@ use super::system::System;
 use super::units::{parse_duration, parse_signal, parse_size};
 
 pub(crate) const TOP_KEYS: &[&str] = &["supervisor", "defaults", "program"];
-pub(crate) const SUPERVISOR_KEYS: &[&str] = &["state_dir", "socket", "socket_group", "host", "log"];
+pub(crate) const SUPERVISOR_KEYS: &[&str] = &[
+    "state_dir",
+    "socket",
+    "socket_group",
+    "host",
+    "log",
+    "watch_config",
+];
 /// Every `[[program]]` key; `[defaults]` takes all but `name`.
 pub(crate) const PROGRAM_KEYS: &[&str] = &[
     "name",
@@ -46,6 +53,9 @@ pub(crate) const PROGRAM_KEYS: &[&str] = &[
     "stop_signal",
     "stop_timeout",
     "log",
+    "watch",
+    "watch_ignore",
+    "watch_delay",
 ];
 pub(crate) const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter"];
 pub(crate) const LOG_KEYS: &[&str] = &[
@@ -143,6 +153,9 @@ struct Layer {
     stop_signal: Option<Signal>,
     stop_timeout: Option<Duration>,
     log: LogLayer,
+    watch: Option<Vec<String>>,
+    watch_ignore: Option<Vec<String>>,
+    watch_delay: Option<Duration>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -450,6 +463,7 @@ impl Walker<'_> {
             socket_group: None,
             host: self.sys.hostname.clone(),
             log: LogPolicy::default(),
+            watch_config: false,
         }
     }
 
@@ -490,6 +504,11 @@ impl Walker<'_> {
                     if let Some(lt) = self.table(&e, CTX) {
                         let at = self.table_loc(e.item, e.key_loc);
                         s.log = self.log(lt, at, CTX).policy();
+                    }
+                }
+                "watch_config" => {
+                    if let Some(b) = self.boolean(&e, CTX) {
+                        s.watch_config = b;
                     }
                 }
                 _ => unreachable!("entries() only returns known keys"),
@@ -724,6 +743,9 @@ impl Walker<'_> {
                 }
                 "stop_signal" => l.stop_signal = self.signal(&e, ctx),
                 "stop_timeout" => l.stop_timeout = self.duration(&e, ctx),
+                "watch" => l.watch = self.strings(&e, ctx),
+                "watch_ignore" => l.watch_ignore = self.strings(&e, ctx),
+                "watch_delay" => l.watch_delay = self.duration(&e, ctx),
                 "log" => {
                     if let Some(t) = self.table(&e, ctx) {
                         let at = self.table_loc(e.item, e.key_loc);
@@ -844,6 +866,29 @@ impl Walker<'_> {
                 None
             }
         }
+    }
+
+    fn strings(&mut self, e: &Entry<'_>, ctx: &str) -> Option<Vec<String>> {
+        let Some(a) = e.item.as_array() else {
+            self.wrong_type(e, "an array of strings", ctx, None);
+            return None;
+        };
+        let mut out = Vec::new();
+        for v in a.iter() {
+            match v.as_str() {
+                Some(s) => out.push(s.to_owned()),
+                None => {
+                    let loc = self.span_loc(v.span()).unwrap_or(e.val_loc);
+                    self.diag(
+                        loc,
+                        &e.key,
+                        format!("expected a string, found {} in {ctx}", found_value(v)),
+                        None,
+                    );
+                }
+            }
+        }
+        Some(out)
     }
 
     fn depends_on(&mut self, e: &Entry<'_>, ctx: &str) -> Option<Vec<(String, Loc)>> {
@@ -1160,6 +1205,20 @@ impl Walker<'_> {
                     .or(d.stop_timeout)
                     .unwrap_or(defaults::STOP_TIMEOUT),
                 log: l.log.over(&d.log).policy(),
+                watch: l
+                    .watch
+                    .clone()
+                    .or_else(|| d.watch.clone())
+                    .unwrap_or_default(),
+                watch_ignore: l
+                    .watch_ignore
+                    .clone()
+                    .or_else(|| d.watch_ignore.clone())
+                    .unwrap_or_default(),
+                watch_delay: l
+                    .watch_delay
+                    .or(d.watch_delay)
+                    .unwrap_or(defaults::WATCH_DELAY),
             });
         }
         self.cycles(&names, &graph);

@@ -33,6 +33,8 @@ pub struct SupervisorSettings {
     pub host: String,
     /// Rotation policy for ward's own log, `<state_dir>/ward.log`.
     pub log: LogPolicy,
+    /// Reload by itself when the config file changes on disk.
+    pub watch_config: bool,
 }
 
 /// One `[[program]]` table with `[defaults]` applied.
@@ -65,6 +67,13 @@ pub struct Program {
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
     pub log: LogPolicy,
+    /// Paths (relative to `cwd`) or globs whose change restarts the program.
+    pub watch: Vec<String>,
+    /// Paths or globs whose changes are ignored (on top of `.git`,
+    /// `node_modules` and ward's state dir).
+    pub watch_ignore: Vec<String>,
+    /// Quiet time after a change before the restart.
+    pub watch_delay: Duration,
 }
 
 /// How to run a program.
@@ -271,6 +280,7 @@ pub mod defaults {
     pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
     pub const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
     pub const LOG_KEEP: u32 = 5;
+    pub const WATCH_DELAY: Duration = Duration::from_millis(500);
     /// State dir when ward runs as root.
     pub const ROOT_STATE_DIR: &str = "/var/lib/ward";
     /// Config search path after `-c` and `WARD_CONFIG`.

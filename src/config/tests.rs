@@ -1003,6 +1003,7 @@ fn documented_defaults_match_the_code() {
     assert_eq!(dur("stable_after"), defaults::STABLE_AFTER);
     assert_eq!(num("max_restarts"), f64::from(defaults::MAX_RESTARTS));
     assert_eq!(dur("stop_timeout"), defaults::STOP_TIMEOUT);
+    assert_eq!(dur("watch_delay"), defaults::WATCH_DELAY);
     assert_eq!(parse_size(d("log.max_size")), Ok(defaults::LOG_MAX_SIZE));
     assert_eq!(num("log.keep"), f64::from(defaults::LOG_KEEP));
     assert_eq!(num("instances"), f64::from(defaults::INSTANCES));

@@ -14,6 +14,7 @@ mod lifecycle;
 mod logs_capture;
 mod logs_cli;
 mod process_groups;
+mod reload;
 mod restart;
 mod shutdown;
 mod socket;
