@@ -758,7 +758,7 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    numbered.sort_by(|a, b| b.0.cmp(&a.0));
+    numbered.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     let mut files: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
     if path.exists() {
         files.push(path.to_path_buf());
