@@ -653,9 +653,8 @@ fn logs(
         })
         .collect();
     let mut opts = opts;
-    let programs: std::collections::HashSet<&str> =
-        sources.iter().map(|s| s.program.as_str()).collect();
-    opts.prefix = opts.prefix || programs.len() > 1;
+    // Several files (programs, or one program's stdout and stderr): say which.
+    opts.prefix = opts.prefix || sources.len() > 1;
     match crate::logs::run_logs(&opts, sources) {
         Ok(()) => exit_codes::OK,
         Err(e) => {

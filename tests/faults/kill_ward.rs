@@ -133,7 +133,6 @@ min_uptime = "0s"
 }
 
 #[test]
-#[ignore = "bug: a log file left ending in a cut line (ward SIGKILLed inside a write) is appended to without a `\\n` first, so the next run's first line is glued onto the cut one"]
 fn a_log_left_cut_by_a_killed_ward_is_continued_on_a_new_line() {
     let env = TestEnv::with_config(
         r#"

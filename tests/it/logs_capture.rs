@@ -586,7 +586,6 @@ fn logs_without_a_name_merges_every_program_with_prefixes() {
 }
 
 #[test]
-#[ignore = "bug: `ward logs NAME` of one program with stdout and stderr files prints no `name | ` prefixes, though docs/LOGS.md says each line of several files gets one"]
 fn logs_of_one_program_with_both_streams_prefixes_each_line() {
     let env = TestEnv::with_config(TWO_PROGRAMS);
     env.up();
