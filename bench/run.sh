@@ -74,4 +74,4 @@ python3 "$here/bench.py" --ward "$ward" --writer "$tmp/writer" --meta "$tmp/meta
 pyd=$!
 wait "$pyd"
 pyd=""
-say "wrote $out"
+say "done (report: docs/BENCHMARKS.md unless --out was given)"
