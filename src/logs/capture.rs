@@ -61,6 +61,14 @@ impl InstanceLogs {
     /// [`LogStats`] and writes are retried.
     pub fn open(paths: LogPaths, policy: &LogPolicy) -> InstanceLogs {
         let rot = RotationPolicy::from(policy);
+        // Both streams configured to the same file: one writer, like a merge.
+        let paths = match paths.stderr {
+            Some(ref err) if *err == paths.stdout => LogPaths {
+                stderr: None,
+                ..paths
+            },
+            _ => paths,
+        };
         let out = Mutex::new(RotatingFile::open(paths.stdout.clone(), rot));
         let err = paths
             .stderr
@@ -492,5 +500,108 @@ mod tests {
         }
         assert_eq!(read(&paths.stdout), b"hi\n");
         assert_eq!(logs.paths(), &paths);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn same_path_for_both_streams_is_one_merged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("both.log");
+        let logs = InstanceLogs::open(
+            LogPaths {
+                stdout: p.clone(),
+                stderr: Some(p.clone()),
+            },
+            &policy(false),
+        );
+        assert_eq!(logs.paths().stderr, None);
+        let (r_out, w_out) = pipe();
+        let (r_err, w_err) = pipe();
+        let tasks = logs.spawn_pumps(r_out, Some(r_err));
+        feed(w_out, vec![b"out\n".to_vec()]).join().unwrap();
+        feed(w_err, vec![b"err\n".to_vec()]).join().unwrap();
+        join_all(tasks).await;
+        let text = String::from_utf8(read(&p)).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        assert_eq!(lines, ["err", "out"]);
+    }
+
+    #[test]
+    fn idle_framer_holds_no_read_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Mutex::new(RotatingFile::open(
+            dir.path().join("f.log"),
+            RotationPolicy::from(&policy(true)),
+        ));
+        let mut framer = Framer {
+            timestamps: true,
+            ..Framer::default()
+        };
+        framer.buf.reserve_exact(MAX_LINE);
+        framer.buf.extend_from_slice(b"done\npartial");
+        framer.emit_complete(&file);
+        framer.shrink_when_idle();
+        assert_eq!(framer.buf, b"partial");
+        assert!(framer.buf.capacity() < 64, "{}", framer.buf.capacity());
+        assert_eq!(framer.staging.capacity(), 0);
+        framer.buf.extend_from_slice(b" line\n");
+        framer.emit_complete(&file);
+        framer.shrink_when_idle();
+        assert_eq!(framer.buf.capacity(), 0);
+    }
+
+    /// Compares `writer | ward pump > file` with `writer | cat > file`.
+    /// Run with `cargo test --release --lib -- --ignored throughput --nocapture`.
+    #[test]
+    #[ignore = "benchmark; run in release"]
+    fn throughput_close_to_cat() {
+        use std::process::{Command, Stdio};
+        use std::time::Instant;
+
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = 512 << 20;
+        let gen = format!(
+            "yes 'the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}"
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut best_cat, mut best_ward) = (f64::MAX, f64::MAX);
+        for round in 0..3 {
+            let out = dir.path().join(format!("cat{round}.log"));
+            let t = Instant::now();
+            let ok = Command::new("sh")
+                .arg("-c")
+                .arg(format!("{gen} | cat > {}", out.display()))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            best_cat = best_cat.min(t.elapsed().as_secs_f64());
+            std::fs::remove_file(out).unwrap();
+
+            let paths = LogPaths {
+                stdout: dir.path().join(format!("ward{round}.log")),
+                stderr: None,
+            };
+            let logs = InstanceLogs::open(paths, &LogPolicy::default());
+            let (r, w) = pipe();
+            let t = Instant::now();
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(&gen)
+                .stdout(Stdio::from(w))
+                .spawn()
+                .unwrap();
+            rt.block_on(async { join_all(logs.spawn_pumps(r, None)).await });
+            child.wait().unwrap();
+            best_ward = best_ward.min(t.elapsed().as_secs_f64());
+            // `head -c` cuts the last line; ward ends it with `\n` at EOF.
+            assert_eq!(logs.stats().bytes_written, bytes + 1);
+        }
+        let ratio = best_cat / best_ward;
+        println!("cat {best_cat:.3}s, ward {best_ward:.3}s, ratio {ratio:.2}");
+        assert!(ratio >= 0.9, "ward reached only {ratio:.2}x of cat");
     }
 }

@@ -53,3 +53,15 @@ pub enum LogsError {
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
 }
+
+impl LogsError {
+    /// What the user can do about it, for the `hint:` line.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            LogsError::Read { .. } => Some(
+                "`ward logs` reads the files directly: run it as a user that can read them".into(),
+            ),
+            LogsError::Stdout(_) => None,
+        }
+    }
+}
