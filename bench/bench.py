@@ -29,6 +29,8 @@ TOOL_LABEL = {"ward": "ward", "supervisord": "supervisord", "pm2": "PM2"}
 IDLE_MARK = ["sleep", "987650"]
 RESTART_MARK = ["sleep", "987651"]
 
+CAVEAT = "**Read with care.** Timings of a few milliseconds (restart latency, `ward status`) and the log runs (about 0.1–0.5 s each for 14 MiB) are sensitive to other load on the machine: look at the ranges, not only the medians. PM2's rotation case uses pm2-logrotate, which rotates by copy and truncate on a 1 s timer and names rotated files `<name>__<date>.log`; the bench looks for those (by that name pattern), so lines counted lost there are lines missing from every file it found."
+
 NOTES = []  # free-form observations that end up in BENCHMARKS.md
 PROBLEMS = []  # things that look like bugs/leaks (any tool)
 
@@ -788,6 +790,7 @@ def report(b, meta, path):
         L.append("\n**This is a `--quick` run**: one round per case, 1 and 100 programs only, "
                  "no log rotation case, 10 s crash loop.")
     L.append("")
+    L.append(CAVEAT + "\n")
     L.append("## Machine and versions\n")
     L.append(table(["", ""], [[k, v] for k, v in meta.items()]))
     L.append("\nCells are *median (min–max)* over the rounds; the ratio columns are ward's median "
