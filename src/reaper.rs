@@ -49,6 +49,8 @@ pub struct SpawnRequest {
     pub creds: Option<Creds>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// Kept open across exec under its own number (Node's `NODE_CHANNEL_FD`).
+    pub ipc: Option<OwnedFd>,
     /// Instance id, written into the pid record for diagnostics.
     pub label: String,
 }
@@ -78,8 +80,12 @@ impl SpawnError {
     pub fn hint(&self) -> &'static str {
         match self {
             SpawnError::Exec { source, .. } => match source.kind() {
-                io::ErrorKind::NotFound => "check `command` (and `PATH`, or use an absolute path) and `cwd`",
-                io::ErrorKind::PermissionDenied => "check the file's execute bit and the program's `user`",
+                io::ErrorKind::NotFound => {
+                    "check `command` (and `PATH`, or use an absolute path) and `cwd`"
+                }
+                io::ErrorKind::PermissionDenied => {
+                    "check the file's execute bit and the program's `user`"
+                }
                 _ => "check `command`, `cwd` and `user`",
             },
             SpawnError::Gone => "ward is stopping",
@@ -88,7 +94,10 @@ impl SpawnError {
 }
 
 enum Msg {
-    Spawn(Box<SpawnRequest>, oneshot::Sender<Result<Spawned, SpawnError>>),
+    Spawn(
+        Box<SpawnRequest>,
+        oneshot::Sender<Result<Spawned, SpawnError>>,
+    ),
     Reap,
     Release(i32),
 }
@@ -113,7 +122,13 @@ impl Reaper {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("ward-proc".into())
-            .spawn(move || ProcessThread { records_dir, waiting: HashMap::new() }.run(rx))?;
+            .spawn(move || {
+                ProcessThread {
+                    records_dir,
+                    waiting: HashMap::new(),
+                }
+                .run(rx)
+            })?;
         let reap_tx = tx.clone();
         tokio::spawn(async move {
             while sigchld.recv().await.is_some() {
@@ -130,7 +145,9 @@ impl Reaper {
     /// Start a child in its own session and process group.
     pub async fn spawn(&self, req: SpawnRequest) -> Result<Spawned, SpawnError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Spawn(Box::new(req), reply)).map_err(|_| SpawnError::Gone)?;
+        self.tx
+            .send(Msg::Spawn(Box::new(req), reply))
+            .map_err(|_| SpawnError::Gone)?;
         rx.await.map_err(|_| SpawnError::Gone)?
     }
 
@@ -164,24 +181,37 @@ impl ProcessThread {
     fn spawn(&mut self, req: SpawnRequest) -> Result<Spawned, SpawnError> {
         let program = req.argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
-        // ward's own systemd notify socket and watchdog are not the child's.
-        for var in crate::sdnotify::SUPERVISOR_ENV {
-            cmd.env_remove(var);
-        }
+        // ward's own supervisor's variables are not for its children; the
+        // program's env (set after) may bring its own NOTIFY_SOCKET.
         cmd.args(&req.argv[1..])
-            .envs(req.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))))
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .envs(
+                req.env
+                    .iter()
+                    .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+            )
             .current_dir(&req.cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::from(req.stdout))
             .stderr(Stdio::from(req.stderr));
         let parent = std::process::id() as libc::pid_t;
         let creds = req.creds.clone();
+        let ipc_fd = req.ipc.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe system calls; it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(io::Error::last_os_error());
+                }
+                if let Some(fd) = ipc_fd {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 if let Some(c) = &creds {
                     if libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0
@@ -202,7 +232,9 @@ impl ProcessThread {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| SpawnError::Exec { program, source })?;
+        let child = cmd
+            .spawn()
+            .map_err(|source| SpawnError::Exec { program, source })?;
         let pid = child.id() as i32;
         // Dropping a std Child neither waits nor kills; this thread reaps it.
         drop(child);
@@ -213,7 +245,11 @@ impl ProcessThread {
         }
         let (tx, exit) = oneshot::channel();
         self.waiting.insert(pid, tx);
-        Ok(Spawned { pid, start_ticks, exit })
+        Ok(Spawned {
+            pid,
+            start_ticks,
+            exit,
+        })
     }
 
     fn reap(&mut self) {
@@ -248,7 +284,11 @@ pub fn kill_leftovers(records_dir: &Path) -> Vec<(String, i32)> {
     };
     for entry in dir.flatten() {
         let path = entry.path();
-        let Some(pgid) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pgid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let text = fs::read_to_string(&path).unwrap_or_default();

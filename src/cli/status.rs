@@ -18,8 +18,22 @@ fn colour(phase: Phase) -> &'static str {
 
 /// Render the report; `detail` adds the message and recent transitions.
 pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> String {
-    let headers = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM", "INFO"];
-    let rows: Vec<[String; 9]> = report.programs.iter().map(|p| row(p, now_ms)).collect();
+    let headers = [
+        "NAME",
+        "STATE",
+        "HEALTH",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+        "CPU",
+        "MEM",
+        "LAST BEAT",
+        "JOBS",
+        "ERRORS",
+        "INFO",
+    ];
+    let rows: Vec<[String; 13]> = report.programs.iter().map(|p| row(p, now_ms)).collect();
     let mut widths = headers.map(str::len);
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
@@ -32,7 +46,7 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
         for (i, cell) in cells.iter().enumerate() {
             let pad = widths[i].saturating_sub(cell.chars().count());
             match (i, phase, color) {
-                (1, Some(ph), true) => {
+                (1 | 2, Some(ph), true) => {
                     let _ = write!(out, "{}{cell}{RESET}", colour(ph));
                 }
                 _ => out.push_str(cell),
@@ -61,10 +75,13 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
 }
 
 pub fn print(report: &StatusReport, color: bool, detail: bool) {
-    print!("{}", render(report, color, detail, crate::program::now_ms()));
+    print!(
+        "{}",
+        render(report, color, detail, crate::program::now_ms())
+    );
 }
 
-fn row(p: &ProgramStatus, now_ms: u64) -> [String; 9] {
+fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
     let s = &p.snapshot;
     let dash = || "-".to_string();
     let last_exit = s
@@ -73,6 +90,10 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 9] {
         .map(|e| format!("{} ({} ago)", e.exit, ago(now_ms.saturating_sub(e.at_ms))))
         .unwrap_or_else(dash);
     let mut info = match s.state {
+        Phase::Running if s.message.is_some() && s.health != crate::heartbeat::Health::Healthy => {
+            s.message.clone().unwrap_or_default()
+        }
+        Phase::Running | Phase::Starting => s.heartbeat.status.clone().unwrap_or_default(),
         Phase::Backoff => s
             .next_start_ms
             .map(|t| format!("restart in {}", ago(t.saturating_sub(now_ms))))
@@ -87,15 +108,33 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 9] {
         }
         info.push_str(&format!("log: {} dropped", bytes(p.log.bytes_dropped)));
     }
+    let hb = &s.heartbeat;
+    let beaten = hb.beats > 0;
     [
         s.name.clone(),
         s.state.as_str().to_string(),
+        s.health.as_str().to_string(),
         s.pid.map(|p| p.to_string()).unwrap_or_else(dash),
         p.uptime_ms.map(ago).unwrap_or_else(dash),
         s.restarts.to_string(),
         last_exit,
-        p.cpu_percent.map(|c| format!("{c:.1}%")).unwrap_or_else(dash),
+        p.cpu_percent
+            .map(|c| format!("{c:.1}%"))
+            .unwrap_or_else(dash),
         p.rss_bytes.map(bytes).unwrap_or_else(dash),
+        hb.last_beat_ms
+            .map(|t| format!("{} ago", ago(now_ms.saturating_sub(t))))
+            .unwrap_or_else(dash),
+        if beaten {
+            hb.jobs_processed.to_string()
+        } else {
+            dash()
+        },
+        if beaten {
+            hb.error_count.to_string()
+        } else {
+            dash()
+        },
         info,
     ]
 }
@@ -114,7 +153,13 @@ fn history(s: &Snapshot, now_ms: u64, out: &mut String) {
     }
     let _ = writeln!(out, "\nrecent transitions of {}:", s.name);
     for t in &s.history {
-        let _ = write!(out, "  {:>8} ago  {} -> {}", ago(now_ms.saturating_sub(t.at_ms)), t.from.as_str(), t.to.as_str());
+        let _ = write!(
+            out,
+            "  {:>8} ago  {} -> {}",
+            ago(now_ms.saturating_sub(t.at_ms)),
+            t.from.as_str(),
+            t.to.as_str()
+        );
         if let Some(pid) = t.pid {
             let _ = write!(out, "  pid {pid}");
         }
