@@ -224,7 +224,10 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 /// `READY=1` once every autostart program has started (or failed), a
 /// `STATUS=` summary when it changes, and `WATCHDOG=1` every half
 /// `$WATCHDOG_USEC`. Returns the notifier for `STOPPING=1`.
-fn start_systemd_notify(sup: &Arc<Supervisor>, epoch: watch::Receiver<u64>) -> Option<Arc<Notifier>> {
+fn start_systemd_notify(
+    sup: &Arc<Supervisor>,
+    epoch: watch::Receiver<u64>,
+) -> Option<Arc<Notifier>> {
     let notifier = match Notifier::from_env()? {
         Ok(n) => Arc::new(n),
         Err(e) => {

@@ -209,7 +209,12 @@ fn run(cli: Cli) -> u8 {
             Err(code) => code,
         },
         Command::Unstartup { user } => crate::startup::unstartup(user),
-        Command::Import { from, ref files, ref output, force } => crate::import::cli(from, files, output.as_deref(), force),
+        Command::Import {
+            from,
+            ref files,
+            ref output,
+            force,
+        } => crate::import::cli(from, files, output.as_deref(), force),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ward", &mut io::stdout());
             exit_codes::OK

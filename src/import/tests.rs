@@ -331,12 +331,16 @@ fn systemd_errors_name_the_line() {
     let f = dir.path().join("x.service");
     std::fs::write(&f, "[Service]\nExecStart=/bin/true\nRestart=sometimes\n").unwrap();
     assert_eq!(
-        import(Source::Systemd, std::slice::from_ref(&f)).unwrap_err().line,
+        import(Source::Systemd, std::slice::from_ref(&f))
+            .unwrap_err()
+            .line,
         Some(3)
     );
     std::fs::write(&f, "[Service]\nExecStart=\"/bin/true\n").unwrap();
     assert_eq!(
-        import(Source::Systemd, std::slice::from_ref(&f)).unwrap_err().line,
+        import(Source::Systemd, std::slice::from_ref(&f))
+            .unwrap_err()
+            .line,
         Some(2)
     );
     std::fs::write(&f, "[Service]\nType=simple\n").unwrap();

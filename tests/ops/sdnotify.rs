@@ -99,9 +99,20 @@ min_uptime = "100ms"
     });
     // The child may have a NOTIFY_SOCKET of its own (ward's heartbeat
     // socket for it), but never ward's systemd socket or watchdog.
-    let seen = |var: &str| env.lines().find_map(|l| l.strip_prefix(&format!("{var}=")).map(str::to_string));
-    assert_ne!(seen("NOTIFY_SOCKET").as_deref(), Some(sock.to_str().unwrap()), "the child saw ward's NOTIFY_SOCKET:\n{env}");
-    assert_ne!(seen("WATCHDOG_USEC").as_deref(), Some("200000"), "the child saw ward's WATCHDOG_USEC:\n{env}");
+    let seen = |var: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{var}=")).map(str::to_string))
+    };
+    assert_ne!(
+        seen("NOTIFY_SOCKET").as_deref(),
+        Some(sock.to_str().unwrap()),
+        "the child saw ward's NOTIFY_SOCKET:\n{env}"
+    );
+    assert_ne!(
+        seen("WATCHDOG_USEC").as_deref(),
+        Some("200000"),
+        "the child saw ward's WATCHDOG_USEC:\n{env}"
+    );
     // min_uptime passes: the summary changes to all running.
     systemd.until("STATUS=3/3 running", |m| {
         m.lines().any(|l| l == "STATUS=3/3 running")
