@@ -569,7 +569,9 @@ fn beat(cli: &Cli, args: &BeatArgs) -> u8 {
             },
         ),
         None => match std::env::var_os("NOTIFY_SOCKET") {
-            Some(path) => match crate::sdnotify_send(&path, fields.to_datagram().as_bytes()) {
+            Some(path) => match crate::sdnotify::Notifier::new(&path.to_string_lossy())
+                .and_then(|n| n.send(&fields.to_datagram()))
+            {
                 Ok(()) => exit_codes::OK,
                 Err(e) => {
                     print_error(
