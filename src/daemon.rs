@@ -128,6 +128,12 @@ pub fn run(config: Config, _lock: Flock<File>, own_log: OwnLogWriter) -> Result<
 }
 
 async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonError> {
+    // Handlers first: once the socket answers or READY=1 is sent, a signal
+    // must find them (the default action of SIGTERM would kill ward outright).
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Reaper)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Reaper)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Reaper)?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Reaper)?;
     let state_dir = config.supervisor.state_dir.clone();
     let records = records_dir(&state_dir);
     for (label, pgid) in reaper::kill_leftovers(&records) {
@@ -172,10 +178,6 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     tracing::info!(programs = count, socket = %socket_path.display(), config = %sup.config().path.display(), "ward is up");
     let notifier = start_systemd_notify(&sup, epoch_rx);
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Reaper)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Reaper)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Reaper)?;
-    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Reaper)?;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping every program"); break; }
