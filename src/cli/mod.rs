@@ -120,6 +120,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a commented starter supervisor.toml
+    Init {
+        /// Where to write it
+        #[arg(short, long, value_name = "FILE", default_value = "supervisor.toml")]
+        output: PathBuf,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start ward at boot: write and enable a systemd unit running `ward up -c <config>`
+    Startup {
+        /// A unit for your user's systemd (~/.config/systemd/user) instead of the system's
+        #[arg(long)]
+        user: bool,
+        /// Only print the unit
+        #[arg(long)]
+        print: bool,
+    },
+    /// Undo `ward startup`: disable, stop and remove the unit
+    Unstartup {
+        /// The user unit (as written by `ward startup --user`)
+        #[arg(long)]
+        user: bool,
+    },
+    /// Convert a PM2, supervisord, systemd or Procfile setup into a supervisor.toml
+    Import {
+        #[arg(value_enum)]
+        from: crate::import::Source,
+        /// Files to convert (several supervisord .conf or systemd units are merged)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write here instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing output file
+        #[arg(long)]
+        force: bool,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -174,6 +212,18 @@ fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Up { detach } => up(cli.config.as_deref(), detach),
         Command::Check => check(cli.config.as_deref()),
+        Command::Init { ref output, force } => crate::init::init(output, force),
+        Command::Startup { user, print } => match load_config(cli.config.as_deref()) {
+            Ok(c) => crate::startup::startup(&c, user, print),
+            Err(code) => code,
+        },
+        Command::Unstartup { user } => crate::startup::unstartup(user),
+        Command::Import {
+            from,
+            ref files,
+            ref output,
+            force,
+        } => crate::import::cli(from, files, output.as_deref(), force),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ward", &mut io::stdout());
             exit_codes::OK
@@ -284,7 +334,8 @@ fn print_config_error(e: &ConfigError) {
 
 fn config_hint(e: &ConfigError) -> Option<String> {
     match e {
-        ConfigError::NotFound { .. } => Some("pass `-c FILE`, set WARD_CONFIG, or create ./supervisor.toml (see supervisor.toml.example)".into()),
+        // The message already says how to create one (`ward init`).
+        ConfigError::NotFound { .. } => None,
         ConfigError::Read { .. } => Some("check the path and its permissions".into()),
         ConfigError::Invalid(_) => None,
     }
@@ -531,7 +582,9 @@ fn beat(cli: &Cli, args: &BeatArgs) -> u8 {
             },
         ),
         None => match std::env::var_os("NOTIFY_SOCKET") {
-            Some(path) => match crate::sdnotify_send(&path, fields.to_datagram().as_bytes()) {
+            Some(path) => match crate::sdnotify::Notifier::new(&path.to_string_lossy())
+                .and_then(|n| n.send(&fields.to_datagram()))
+            {
                 Ok(()) => exit_codes::OK,
                 Err(e) => {
                     print_error(
@@ -854,9 +907,8 @@ fn logs(
         })
         .collect();
     let mut opts = opts;
-    let programs: std::collections::HashSet<&str> =
-        sources.iter().map(|s| s.program.as_str()).collect();
-    opts.prefix = opts.prefix || programs.len() > 1;
+    // Several files (programs, or one program's stdout and stderr): say which.
+    opts.prefix = opts.prefix || sources.len() > 1;
     match crate::logs::run_logs(&opts, sources) {
         Ok(()) => exit_codes::OK,
         Err(e) => {
