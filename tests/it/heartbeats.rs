@@ -447,6 +447,15 @@ fn notify_socket(env: &TestEnv) -> PathBuf {
     PathBuf::from(read_when_written(env, &env.root.join("sock")))
 }
 
+/// Send `X_WARD_TASK=m` until status shows it: every datagram before it has
+/// been handled. Sent again on each poll, since a full queue coalesces it away.
+fn mark(env: &TestEnv, client: &UnixDatagram, sock: &Path, m: &str) {
+    env.wait_until(&format!("marker {m}"), DEADLINE, || {
+        let _ = client.send_to(format!("X_WARD_TASK={m}").as_bytes(), sock);
+        hb(env, "w")["current_task"] == m
+    });
+}
+
 fn fd_count(pid: i32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -514,14 +523,7 @@ instances = 2
         .set_write_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     // A known state, and a marker to know when later datagrams were handled.
-    let mark = |m: &str| {
-        client
-            .send_to(format!("X_WARD_TASK={m}").as_bytes(), &sock)
-            .unwrap();
-        env.wait_until(&format!("marker {m}"), DEADLINE, || {
-            hb(&env, "w")["current_task"] == m
-        });
-    };
+    let mark = |m: &str| mark(&env, &client, &sock, m);
     client
         .send_to(b"X_WARD_JOBS=10\nX_WARD_ERROR=none\nSTATUS=good", &sock)
         .unwrap();
@@ -646,8 +648,7 @@ command = "echo $NOTIFY_SOCKET > sock; exec sleep 1000"
     client
         .set_write_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    client.send_to(b"X_WARD_TASK=warm", &sock).unwrap();
-    env.wait_until("warm", DEADLINE, || hb(&env, "w")["current_task"] == "warm");
+    mark(&env, &client, &sock, "warm");
     let fds_before = fd_count(ward);
     // 200 datagrams with 8 descriptors each: every one must be closed by ward.
     let null = fs::File::open("/dev/null").unwrap();
@@ -663,10 +664,7 @@ command = "echo $NOTIFY_SOCKET > sock; exec sleep 1000"
         )
         .unwrap();
     }
-    client.send_to(b"X_WARD_TASK=after-fds", &sock).unwrap();
-    env.wait_until("after-fds", DEADLINE, || {
-        hb(&env, "w")["current_task"] == "after-fds"
-    });
+    mark(&env, &client, &sock, "after-fds");
     let fds_after = fd_count(ward);
     env.check(
         fds_after <= fds_before + 2,
@@ -682,10 +680,7 @@ command = "echo $NOTIFY_SOCKET > sock; exec sleep 1000"
         }
     }
     let took = start.elapsed();
-    client.send_to(b"X_WARD_TASK=after-flood", &sock).unwrap();
-    env.wait_until("after-flood", DEADLINE, || {
-        hb(&env, "w")["current_task"] == "after-flood"
-    });
+    mark(&env, &client, &sock, "after-flood");
     let h = hb(&env, "w");
     let jobs = h["jobs_processed"].as_u64().unwrap();
     env.check(
