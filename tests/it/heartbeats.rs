@@ -690,3 +690,27 @@ command = "echo $NOTIFY_SOCKET > sock; exec sleep 1000"
     env.check(env.state("w") == "running", "still running");
     env.check(crate::support::alive(ward), "ward survived");
 }
+
+#[test]
+fn an_http_address_in_use_is_one_logged_error_and_ward_keeps_supervising() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[supervisor]\nstate_dir = \"{}\"\nhttp = \"127.0.0.1:{port}\"\n\n[[program]]\nname = \"p\"\ncommand = \"exec sleep 1000\"\n",
+        env.state_dir.display()
+    ));
+    env.up();
+    env.running_pid("p");
+    let log = env.state_dir.join("ward.log");
+    env.wait_until("the bind error is logged", DEADLINE, || {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains("cannot listen for heartbeats over HTTP"))
+    });
+    let text = fs::read_to_string(&log).unwrap();
+    env.check(
+        text.matches("cannot listen for heartbeats").count() == 1,
+        "logged once",
+    );
+    env.ward_ok(&["restart", "p"]);
+    drop(taken);
+}
