@@ -90,6 +90,55 @@ pub struct Beat {
     pub record: Option<String>,
 }
 
+impl Counter {
+    /// `self` followed by `next`, as one update.
+    pub fn then(self, next: Counter) -> Counter {
+        match (self, next) {
+            (_, Counter::Set(n)) => Counter::Set(n),
+            (Counter::Set(a), Counter::Add(b)) => Counter::Set(a.saturating_add(b)),
+            (Counter::Add(a), Counter::Add(b)) => Counter::Add(a.saturating_add(b)),
+        }
+    }
+}
+
+impl Beat {
+    /// Fold a later beat into this one: flags add up, counters compose,
+    /// texts and metadata take the later value.
+    pub fn merge(&mut self, later: Beat) {
+        self.ready |= later.ready;
+        self.stopping |= later.stopping;
+        self.reloading |= later.reloading;
+        self.trigger |= later.trigger;
+        let counter = |a: Option<Counter>, b: Option<Counter>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.then(b)),
+            (a, b) => b.or(a),
+        };
+        self.jobs = counter(self.jobs, later.jobs);
+        self.errors = counter(self.errors, later.errors);
+        if later.status.is_some() {
+            self.status = later.status;
+        }
+        if later.task.is_some() {
+            self.task = later.task;
+        }
+        if later.last_error.is_some() {
+            self.last_error = later.last_error;
+        }
+        if later.circuit_open.is_some() {
+            self.circuit_open = later.circuit_open;
+        }
+        if later.metadata.is_some() {
+            self.metadata = later.metadata;
+        }
+        if later.extend.is_some() {
+            self.extend = later.extend;
+        }
+        if later.main_pid.is_some() {
+            self.main_pid = later.main_pid;
+        }
+    }
+}
+
 /// Health, from process state and heartbeats together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -320,6 +369,32 @@ mod tests {
         assert_eq!(v, 15);
         Counter::Set(2).apply(&mut v);
         assert_eq!(v, 2);
+    }
+
+    #[test]
+    fn merged_beats_keep_every_signal_and_count() {
+        let mut a = Beat {
+            ready: true,
+            jobs: Some(Counter::Add(2)),
+            status: Some("a".into()),
+            ..Beat::default()
+        };
+        a.merge(Beat {
+            jobs: Some(Counter::Add(3)),
+            errors: Some(Counter::Set(1)),
+            ..Beat::default()
+        });
+        a.merge(Beat {
+            trigger: true,
+            status: Some("b".into()),
+            errors: Some(Counter::Add(4)),
+            ..Beat::default()
+        });
+        assert!(a.ready && a.trigger);
+        assert_eq!(a.jobs, Some(Counter::Add(5)));
+        assert_eq!(a.errors, Some(Counter::Set(5)));
+        assert_eq!(a.status.as_deref(), Some("b"));
+        assert_eq!(Counter::Add(1).then(Counter::Set(7)), Counter::Set(7));
     }
 
     #[test]

@@ -160,11 +160,22 @@ impl NotifySocket {
     /// Receive datagrams until the task is dropped, handing each parsed beat
     /// (or the reason it was dropped) to `sink`. `allowed_uid` is the
     /// program's uid; root is always allowed.
-    pub async fn run(self, allowed_uid: u32, mut sink: impl FnMut(Result<Beat, DatagramError>)) {
+    pub async fn run<T>(
+        self,
+        allowed_uid: u32,
+        tx: tokio::sync::mpsc::Sender<T>,
+        mut wrap: impl FnMut(Result<Beat, DatagramError>) -> T,
+    ) {
         loop {
             let Ok(mut guard) = self.fd.readable().await else {
                 return;
             };
+            // Merge what is queued into one beat (a flood becomes a few
+            // merged beats; READY=1, counters and the rest are never lost),
+            // then hand it over, waiting for room: the backlog stays in the
+            // socket, not in ward's memory.
+            let mut merged: Option<Beat> = None;
+            let mut taken = 0;
             loop {
                 // One receive buffer per worker thread, not one per idle
                 // socket: `receive` does not await while it holds it.
@@ -176,19 +187,44 @@ impl NotifySocket {
                     receive(self.fd.get_ref().as_raw_fd(), &mut buf, allowed_uid)
                 });
                 match got {
-                    Ok(Received::Datagram(result)) => sink(result),
+                    Ok(Received::Datagram(Ok(beat))) => {
+                        match &mut merged {
+                            Some(m) => m.merge(beat),
+                            None => merged = Some(beat),
+                        }
+                        taken += 1;
+                        if taken == MERGE_BURST {
+                            break;
+                        }
+                    }
+                    Ok(Received::Datagram(Err(e))) => {
+                        if tx.send(wrap(Err(e))).await.is_err() {
+                            return;
+                        }
+                    }
                     Ok(Received::Again) => continue,
-                    Ok(Received::Empty) => break,
+                    Ok(Received::Empty) => {
+                        guard.clear_ready();
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "notify socket receive failed");
+                        guard.clear_ready();
                         break;
                     }
                 }
             }
-            guard.clear_ready();
+            if let Some(beat) = merged {
+                if tx.send(wrap(Ok(beat))).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }
+
+/// Datagrams merged into one beat at most, so liveness stays timely in a flood.
+const MERGE_BURST: usize = 64;
 
 impl Drop for NotifySocket {
     fn drop(&mut self) {
@@ -334,17 +370,15 @@ mod tests {
             .contains("errno 2"));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn receives_with_credentials_and_closes_passed_descriptors() {
         use std::os::unix::net::UnixDatagram;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.sock");
         let sock = NotifySocket::bind(&path, None).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let me = nix::unistd::geteuid().as_raw();
-        let task = tokio::spawn(sock.run(me, move |r| {
-            let _ = tx.send(r);
-        }));
+        let task = tokio::spawn(sock.run(me, tx, |r| r));
         let client = UnixDatagram::unbound().unwrap();
         // A barrier: send a pipe's write end; its read end sees EOF once ward closes it.
         let (read_end, write_end) = nix::unistd::pipe().unwrap();
@@ -361,16 +395,33 @@ mod tests {
         .unwrap();
         drop(write_end);
         client.send_to(b"READY=1\nSTATUS=up", &path).unwrap();
-        let first = rx.recv().await.unwrap().unwrap();
-        assert_eq!(first, Beat::default());
-        let second = rx.recv().await.unwrap().unwrap();
-        assert!(second.ready);
+        // The two may arrive merged into one beat, or one after the other.
+        let mut seen = rx.recv().await.unwrap().unwrap();
+        while !seen.ready {
+            seen = rx.recv().await.unwrap().unwrap();
+        }
+        assert_eq!(seen.status.as_deref(), Some("up"));
         // The barrier's descriptor was closed: reading the pipe hits EOF, not a block.
         let mut b = [0u8; 1];
         let n = nix::unistd::read(read_end.as_raw_fd(), &mut b).unwrap();
         assert_eq!(n, 0);
         client.send_to(&vec![b'x'; MAX_BEAT + 10], &path).unwrap();
         assert_eq!(rx.recv().await.unwrap(), Err(DatagramError::Truncated));
+        // A flood is merged: every counter increment arrives, in fewer beats.
+        for _ in 0..200 {
+            client.send_to(b"X_WARD_JOBS=+1", &path).unwrap();
+        }
+        let mut jobs = 0;
+        let mut beats = 0;
+        while jobs < 200 {
+            let b = rx.recv().await.unwrap().unwrap();
+            beats += 1;
+            if let Some(Counter::Add(n)) = b.jobs {
+                jobs += n;
+            }
+        }
+        assert_eq!(jobs, 200);
+        assert!(beats <= 200);
         task.abort();
     }
 }

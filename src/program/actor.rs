@@ -347,17 +347,13 @@ impl Actor {
                 let mut log = RateLimitedLog::new(Duration::from_secs(10));
                 self.live
                     .listeners
-                    .push(tokio::spawn(sock.run(allowed, move |r| {
-                        let beat = r.map_err(|e| {
+                    .push(tokio::spawn(sock.run(allowed, tx, move |r| BeatMsg {
+                        beat: r.map_err(|e| {
                             log.warn(&e);
                             e.to_string()
-                        });
-                        // A full inbox means a flood: coalescing drops the excess.
-                        let _ = tx.try_send(BeatMsg {
-                            beat,
-                            auth: BeatAuth::Run(run),
-                            reply: None,
-                        });
+                        }),
+                        auth: BeatAuth::Run(run),
+                        reply: None,
                     })));
             }
             Err(e) => {
