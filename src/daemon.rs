@@ -6,7 +6,6 @@
 //! dependency order before exiting. A second SIGINT/SIGTERM during that stop
 //! escalates to SIGKILL of every process group.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -19,8 +18,8 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::server;
-use crate::logs::{InstanceLogs, OwnLogWriter};
-use crate::program::{Context, Phase, ProgramHandle, Request};
+use crate::logs::OwnLogWriter;
+use crate::program::{Context, Phase, Request};
 use crate::reaper::{self, Reaper};
 use crate::supervisor::Supervisor;
 
@@ -72,9 +71,16 @@ fn records_dir(state_dir: &Path) -> PathBuf {
 
 /// Create the state dir (owner-only when ward creates it) and take its lock.
 pub fn prepare_state_dir(state_dir: &Path) -> Result<Flock<File>, DaemonError> {
-    let err = |source| DaemonError::StateDir { path: state_dir.to_path_buf(), source };
+    let err = |source| DaemonError::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    };
     if !state_dir.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(err)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(err)?;
     }
     let file = OpenOptions::new()
         .read(true)
@@ -121,26 +127,35 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     }
     let reaper = Reaper::start(records).map_err(DaemonError::Reaper)?;
     let socket_path = config.supervisor.socket.clone();
-    let listener = server::bind(&socket_path, config.supervisor.socket_group.as_ref())
-        .map_err(|source| DaemonError::Socket { path: socket_path.clone(), source })?;
+    let listener =
+        server::bind(&socket_path, config.supervisor.socket_group.as_ref()).map_err(|source| {
+            DaemonError::Socket {
+                path: socket_path.clone(),
+                source,
+            }
+        })?;
 
     let (epoch, _) = watch::channel(0u64);
     let ctx = Arc::new(Context {
         reaper,
-        epoch: epoch.clone(),
-        config_dir: config.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/")),
+        epoch,
+        config_dir: config
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/")),
         is_root: nix::unistd::geteuid().is_root(),
+        registry: Default::default(),
     });
-    let handles = spawn_actors(&config, &ctx);
-    let count = handles.len();
-    let sup = Arc::new(Supervisor::new(config, handles, epoch));
+    let sup = Arc::new(Supervisor::new(config, ctx));
+    let count = sup.handles().len();
     let (down, mut down_rx) = watch::channel(false);
     tokio::spawn(server::serve(listener, sup.clone(), down.clone()));
 
-    for h in sup.handles.iter().filter(|h| h.program.autostart) {
+    for h in sup.handles().iter().filter(|h| h.program.autostart) {
         h.send(Request::Start);
     }
-    tracing::info!(programs = count, socket = %socket_path.display(), config = %sup.config.path.display(), "ward is up");
+    tracing::info!(programs = count, socket = %socket_path.display(), config = %sup.config().path.display(), "ward is up");
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Reaper)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Reaper)?;
@@ -150,7 +165,15 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping every program"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping every program"); break; }
-            _ = sighup.recv() => tracing::warn!("SIGHUP received: live reload is not available in this version; ignoring it (restart ward to apply a new config)"),
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let sup = sup.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = sup.reload().await {
+                        tracing::error!("reload refused: {e}");
+                    }
+                });
+            }
             _ = sigusr1.recv() => {
                 tracing::info!("SIGUSR1: reopening log files");
                 own_log.reopen();
@@ -161,7 +184,7 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     }
 
     // Stop everything; a second signal escalates to SIGKILL.
-    let all = sup.handles.clone();
+    let all = sup.handles();
     let stop = sup.stop_ordered(&all);
     tokio::pin!(stop);
     tokio::select! {
@@ -176,56 +199,13 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
 
 fn kill_everything(sup: &Supervisor) {
     tracing::warn!("second stop signal: sending SIGKILL to every program's process group");
-    for h in &sup.handles {
+    for h in &sup.handles() {
         let s = h.snapshot();
         if let (true, Some(pid)) = (s.state.has_process() || s.state == Phase::Unknown, s.pid) {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
-}
-
-/// One actor per instance, created in dependency order (so each can watch
-/// its dependencies), returned in config order.
-fn spawn_actors(config: &Config, ctx: &Arc<Context>) -> Vec<ProgramHandle> {
-    let instances = config.instances();
-    let mut by_program: HashMap<String, Vec<ProgramHandle>> = HashMap::new();
-    let mut pending: Vec<_> = instances.iter().map(|i| i.program.name.clone()).collect();
-    pending.dedup();
-    // Validation rejected cycles, so this terminates; the guard is for safety.
-    let mut guard = 0;
-    while !pending.is_empty() && guard <= config.programs.len() {
-        guard += 1;
-        let ready: Vec<String> = pending
-            .iter()
-            .filter(|name| {
-                config
-                    .program(name)
-                    .is_some_and(|p| p.depends_on.iter().all(|d| by_program.contains_key(d)))
-            })
-            .cloned()
-            .collect();
-        for name in &ready {
-            let program = config.program(name).expect("program exists");
-            let deps: Vec<_> = program
-                .depends_on
-                .iter()
-                .flat_map(|d| by_program[d].iter().map(|h| h.subscribe()))
-                .collect();
-            let handles = instances
-                .iter()
-                .filter(|i| &i.program.name == name)
-                .map(|inst| {
-                    let paths = program.log.paths(&config.supervisor.state_dir, &inst.id, inst.index);
-                    let logs = InstanceLogs::open(paths, &program.log);
-                    ProgramHandle::spawn(inst.clone(), ctx.clone(), deps.clone(), logs)
-                })
-                .collect();
-            by_program.insert(name.clone(), handles);
-        }
-        pending.retain(|n| !ready.contains(n));
-    }
-    instances
-        .iter()
-        .filter_map(|i| by_program.get(&i.program.name)?.iter().find(|h| h.id == i.id).cloned())
-        .collect()
 }

@@ -78,8 +78,12 @@ impl SpawnError {
     pub fn hint(&self) -> &'static str {
         match self {
             SpawnError::Exec { source, .. } => match source.kind() {
-                io::ErrorKind::NotFound => "check `command` (and `PATH`, or use an absolute path) and `cwd`",
-                io::ErrorKind::PermissionDenied => "check the file's execute bit and the program's `user`",
+                io::ErrorKind::NotFound => {
+                    "check `command` (and `PATH`, or use an absolute path) and `cwd`"
+                }
+                io::ErrorKind::PermissionDenied => {
+                    "check the file's execute bit and the program's `user`"
+                }
                 _ => "check `command`, `cwd` and `user`",
             },
             SpawnError::Gone => "ward is stopping",
@@ -88,7 +92,10 @@ impl SpawnError {
 }
 
 enum Msg {
-    Spawn(Box<SpawnRequest>, oneshot::Sender<Result<Spawned, SpawnError>>),
+    Spawn(
+        Box<SpawnRequest>,
+        oneshot::Sender<Result<Spawned, SpawnError>>,
+    ),
     Reap,
     Release(i32),
 }
@@ -113,7 +120,13 @@ impl Reaper {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("ward-proc".into())
-            .spawn(move || ProcessThread { records_dir, waiting: HashMap::new() }.run(rx))?;
+            .spawn(move || {
+                ProcessThread {
+                    records_dir,
+                    waiting: HashMap::new(),
+                }
+                .run(rx)
+            })?;
         let reap_tx = tx.clone();
         tokio::spawn(async move {
             while sigchld.recv().await.is_some() {
@@ -130,7 +143,9 @@ impl Reaper {
     /// Start a child in its own session and process group.
     pub async fn spawn(&self, req: SpawnRequest) -> Result<Spawned, SpawnError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Spawn(Box::new(req), reply)).map_err(|_| SpawnError::Gone)?;
+        self.tx
+            .send(Msg::Spawn(Box::new(req), reply))
+            .map_err(|_| SpawnError::Gone)?;
         rx.await.map_err(|_| SpawnError::Gone)?
     }
 
@@ -165,7 +180,11 @@ impl ProcessThread {
         let program = req.argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
         cmd.args(&req.argv[1..])
-            .envs(req.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))))
+            .envs(
+                req.env
+                    .iter()
+                    .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+            )
             .current_dir(&req.cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::from(req.stdout))
@@ -198,7 +217,9 @@ impl ProcessThread {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| SpawnError::Exec { program, source })?;
+        let child = cmd
+            .spawn()
+            .map_err(|source| SpawnError::Exec { program, source })?;
         let pid = child.id() as i32;
         // Dropping a std Child neither waits nor kills; this thread reaps it.
         drop(child);
@@ -209,7 +230,11 @@ impl ProcessThread {
         }
         let (tx, exit) = oneshot::channel();
         self.waiting.insert(pid, tx);
-        Ok(Spawned { pid, start_ticks, exit })
+        Ok(Spawned {
+            pid,
+            start_ticks,
+            exit,
+        })
     }
 
     fn reap(&mut self) {
@@ -244,7 +269,11 @@ pub fn kill_leftovers(records_dir: &Path) -> Vec<(String, i32)> {
     };
     for entry in dir.flatten() {
         let path = entry.path();
-        let Some(pgid) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pgid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let text = fs::read_to_string(&path).unwrap_or_default();

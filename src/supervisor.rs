@@ -5,23 +5,51 @@
 //! socket I/O (the control server does).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::control::protocol::{ActionResult, Actions, LogSourceInfo, LogSources, ProgramStatus, StatusReport};
-use crate::program::{Phase, ProgramHandle, Request};
+use crate::config::{Config, Instance, Program};
+use crate::control::protocol::{
+    ActionResult, Actions, LogSourceInfo, LogSources, ProgramStatus, StatusReport,
+};
+use crate::logs::InstanceLogs;
 use crate::procfs;
+use crate::program::{Context, Phase, ProgramHandle, Request};
 
 pub struct Supervisor {
-    pub config: Config,
-    /// Every instance, in config order.
-    pub handles: Vec<ProgramHandle>,
+    current: RwLock<Arc<Generation>>,
+    ctx: Arc<Context>,
     pub started_at_ms: u64,
     epoch: watch::Sender<u64>,
     cpu_samples: Mutex<HashMap<i32, (u64, Instant)>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// A config and the actors running it; swapped whole on reload.
+pub struct Generation {
+    pub config: Arc<Config>,
+    /// Every instance, in config order.
+    pub handles: Vec<ProgramHandle>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: usize,
+    /// Settings that need a restart of ward to take effect.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the new config is invalid; nothing was changed\n{0}")]
+    Invalid(String),
 }
 
 /// A name that matches no program.
@@ -43,37 +71,203 @@ impl UnknownName {
 }
 
 impl Supervisor {
-    pub fn new(config: Config, handles: Vec<ProgramHandle>, epoch: watch::Sender<u64>) -> Supervisor {
-        Supervisor {
-            config,
+    /// Create one actor per instance of `config` (none started yet).
+    pub fn new(config: Config, ctx: Arc<Context>) -> Supervisor {
+        let epoch = ctx.epoch.clone();
+        let handles = config
+            .instances()
+            .into_iter()
+            .map(|inst| {
+                let logs = open_logs(&config, &inst);
+                ProgramHandle::spawn(inst, ctx.clone(), logs)
+            })
+            .collect();
+        let generation = Generation {
+            config: Arc::new(config),
             handles,
+        };
+        register(&ctx, &generation.handles);
+        Supervisor {
+            current: RwLock::new(Arc::new(generation)),
+            ctx,
             started_at_ms: crate::program::now_ms(),
             epoch,
             cpu_samples: Mutex::new(HashMap::new()),
+            reloading: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The running config and actors.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.current().config.clone()
+    }
+
+    pub fn handles(&self) -> Vec<ProgramHandle> {
+        self.current().handles.clone()
+    }
+
+    /// Bumped on every phase change and every reload.
+    pub fn subscribe_epoch(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
+    /// Re-read the config file and apply only the difference: new programs
+    /// start, removed ones stop, changed ones restart, untouched ones keep
+    /// running with the same pid. An invalid file changes nothing.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let _one = self.reloading.lock().await;
+        let old = self.current();
+        let mut new = match crate::config::load(&old.config.path) {
+            Ok(c) => c,
+            Err(e) => return Err(ReloadError::Invalid(e.to_string())),
+        };
+        let mut report = ReloadReport::default();
+        if new.supervisor != old.config.supervisor {
+            report.warnings.push(
+                "changes to [supervisor] (state_dir, socket, socket_group, host, log) take effect when ward restarts".into(),
+            );
+            new.supervisor = old.config.supervisor.clone();
+        }
+        let old_by_id: HashMap<&str, &ProgramHandle> =
+            old.handles.iter().map(|h| (h.id.as_str(), h)).collect();
+        let instances = new.instances();
+        let new_ids: HashSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        let removed: Vec<ProgramHandle> = old
+            .handles
+            .iter()
+            .filter(|h| !new_ids.contains(h.id.as_str()))
+            .cloned()
+            .collect();
+        let changed: Vec<ProgramHandle> = instances
+            .iter()
+            .filter_map(|inst| {
+                old_by_id
+                    .get(inst.id.as_str())
+                    .filter(|h| !same_settings(&h.program, &inst.program))
+            })
+            .map(|h| (*h).clone())
+            .collect();
+        // Stop what goes away or changes, dependents first.
+        let was_up: HashSet<String> = changed
+            .iter()
+            .filter(|h| {
+                !matches!(
+                    h.snapshot().state,
+                    Phase::Stopped | Phase::Exited | Phase::Fatal
+                )
+            })
+            .map(|h| h.id.clone())
+            .collect();
+        let mut to_stop = removed.clone();
+        to_stop.extend(changed.iter().cloned());
+        self.stop_ordered(&to_stop).await;
+
+        let changed_ids: HashSet<&str> = changed.iter().map(|h| h.id.as_str()).collect();
+        let mut to_start = Vec::new();
+        let mut handles = Vec::with_capacity(instances.len());
+        for inst in instances {
+            let old_handle = old_by_id.get(inst.id.as_str()).copied();
+            match old_handle {
+                Some(h) if !changed_ids.contains(inst.id.as_str()) => {
+                    report.unchanged += 1;
+                    handles.push(h.clone());
+                    continue;
+                }
+                Some(_) => report.changed.push(inst.id.clone()),
+                None => report.added.push(inst.id.clone()),
+            }
+            // Keep the log writer when the log settings did not change.
+            let logs = match old_handle {
+                Some(h) if h.program.log == inst.program.log => h.logs.clone(),
+                _ => open_logs(&new, &inst),
+            };
+            let start = match old_handle {
+                Some(h) => was_up.contains(&h.id),
+                None => inst.program.autostart,
+            };
+            let h = ProgramHandle::spawn(inst, self.ctx.clone(), logs);
+            if start {
+                to_start.push(h.clone());
+            }
+            handles.push(h);
+        }
+        report.removed = removed.iter().map(|h| h.id.clone()).collect();
+        register(&self.ctx, &handles);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Generation {
+            config: Arc::new(new),
+            handles,
+        });
+        self.epoch.send_modify(|e| *e = e.wrapping_add(1));
+        // Reply once the new and changed programs run (or failed to).
+        let starts: Vec<_> = to_start
+            .into_iter()
+            .map(|h| tokio::spawn(async move { (h.id.clone(), h.request(Request::Start).await) }))
+            .collect();
+        for t in starts {
+            if let Ok((id, Err(why))) = t.await {
+                report.warnings.push(format!("`{id}` did not start: {why}"));
+            }
+        }
+        tracing::info!(
+            added = ?report.added,
+            removed = ?report.removed,
+            changed = ?report.changed,
+            unchanged = report.unchanged,
+            "config reloaded"
+        );
+        for w in &report.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(report)
     }
 
     /// Instances named by `names`: `all`, a program name (all its instances),
     /// or an instance id (`web:1`). Empty means all. Order follows the config.
-    pub fn resolve(&self, names: &[String]) -> Result<Vec<&ProgramHandle>, UnknownName> {
+    pub fn resolve(&self, names: &[String]) -> Result<Vec<ProgramHandle>, UnknownName> {
+        let current = self.current();
         if names.is_empty() || names.iter().any(|n| n == "all") {
-            return Ok(self.handles.iter().collect());
+            return Ok(current.handles.clone());
         }
         let mut wanted = HashSet::new();
         for name in names {
             let before = wanted.len();
-            for h in &self.handles {
+            for h in &current.handles {
                 if &h.id == name || &h.program.name == name {
-                    wanted.insert(h.id.as_str());
+                    wanted.insert(h.id.clone());
                 }
             }
-            if wanted.len() == before && !self.handles.iter().any(|h| &h.id == name || &h.program.name == name) {
-                let mut known: Vec<String> = self.config.programs.iter().map(|p| p.name.clone()).collect();
+            if wanted.len() == before
+                && !current
+                    .handles
+                    .iter()
+                    .any(|h| &h.id == name || &h.program.name == name)
+            {
+                let mut known: Vec<String> = current
+                    .config
+                    .programs
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect();
                 known.dedup();
-                return Err(UnknownName { name: name.clone(), known });
+                return Err(UnknownName {
+                    name: name.clone(),
+                    known,
+                });
             }
         }
-        Ok(self.handles.iter().filter(|h| wanted.contains(h.id.as_str())).collect())
+        Ok(current
+            .handles
+            .iter()
+            .filter(|h| wanted.contains(&h.id))
+            .cloned()
+            .collect())
     }
 
     pub fn status(&self, names: &[String], history: bool) -> Result<StatusReport, UnknownName> {
@@ -99,21 +293,28 @@ impl Supervisor {
                             cpu_percent = Some(match samples.insert(pid, (st.cpu_ticks, now)) {
                                 Some((prev, at)) if now.duration_since(at).as_millis() >= 200 => {
                                     let secs = now.duration_since(at).as_secs_f64();
-                                    (st.cpu_ticks.saturating_sub(prev) as f64 / ticks) / secs * 100.0
+                                    (st.cpu_ticks.saturating_sub(prev) as f64 / ticks) / secs
+                                        * 100.0
                                 }
                                 _ => {
-                                    let ran = snapshot.started_at_ms.map(|s| now_ms.saturating_sub(s)).unwrap_or(0);
+                                    let ran = snapshot
+                                        .started_at_ms
+                                        .map(|s| now_ms.saturating_sub(s))
+                                        .unwrap_or(0);
                                     if ran == 0 {
                                         0.0
                                     } else {
-                                        (st.cpu_ticks as f64 / ticks) / (ran as f64 / 1000.0) * 100.0
+                                        (st.cpu_ticks as f64 / ticks) / (ran as f64 / 1000.0)
+                                            * 100.0
                                     }
                                 }
                             });
                         }
                         _ => {
                             // Status never lies: the pid is not the process ward started.
-                            snapshot.message = Some(format!("pid {pid} is not (or no longer) the process ward started"));
+                            snapshot.message = Some(format!(
+                                "pid {pid} is not (or no longer) the process ward started"
+                            ));
                             snapshot.state = Phase::Unknown;
                         }
                     }
@@ -135,11 +336,12 @@ impl Supervisor {
         if names.is_empty() {
             samples.retain(|pid, _| live.contains(pid));
         }
+        let config = self.config();
         Ok(StatusReport {
-            host: self.config.supervisor.host.clone(),
+            host: config.supervisor.host.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
-            config: self.config.path.display().to_string(),
+            config: config.path.display().to_string(),
             started_at_ms: self.started_at_ms,
             programs,
         })
@@ -149,7 +351,7 @@ impl Supervisor {
     /// taken effect. Starting also starts what they depend on; stopping
     /// several stops dependents before their dependencies.
     pub async fn act(&self, req: Request, names: &[String]) -> Result<Actions, UnknownName> {
-        let targets: Vec<ProgramHandle> = self.resolve(names)?.into_iter().cloned().collect();
+        let targets: Vec<ProgramHandle> = self.resolve(names)?;
         let results = match req {
             Request::Stop => self.stop_ordered(&targets).await,
             Request::Start | Request::Restart => {
@@ -178,34 +380,51 @@ impl Supervisor {
             results: results
                 .into_iter()
                 .map(|(name, r)| match r {
-                    Ok(message) => ActionResult { name, ok: true, message },
-                    Err(message) => ActionResult { name, ok: false, message },
+                    Ok(message) => ActionResult {
+                        name,
+                        ok: true,
+                        message,
+                    },
+                    Err(message) => ActionResult {
+                        name,
+                        ok: false,
+                        message,
+                    },
                 })
                 .collect(),
         })
     }
 
     /// Instances (not among `targets`) that `targets` depend on, transitively.
-    fn dependency_closure(&self, targets: &[ProgramHandle]) -> Vec<&ProgramHandle> {
+    fn dependency_closure(&self, targets: &[ProgramHandle]) -> Vec<ProgramHandle> {
+        let current = self.current();
         let mut programs: HashSet<&str> = HashSet::new();
-        let mut stack: Vec<&str> = targets.iter().flat_map(|h| h.program.depends_on.iter().map(|s| s.as_str())).collect();
+        let mut stack: Vec<&str> = targets
+            .iter()
+            .flat_map(|h| h.program.depends_on.iter().map(|s| s.as_str()))
+            .collect();
         while let Some(name) = stack.pop() {
             if programs.insert(name) {
-                if let Some(p) = self.config.program(name) {
+                if let Some(p) = current.config.program(name) {
                     stack.extend(p.depends_on.iter().map(|s| s.as_str()));
                 }
             }
         }
         let ids: HashSet<&str> = targets.iter().map(|h| h.id.as_str()).collect();
-        self.handles
+        current
+            .handles
             .iter()
             .filter(|h| programs.contains(h.program.name.as_str()) && !ids.contains(h.id.as_str()))
+            .cloned()
             .collect()
     }
 
     /// Stop `targets` in parallel, each only after the targets that depend on
     /// it have no process left.
-    pub async fn stop_ordered(&self, targets: &[ProgramHandle]) -> Vec<(String, Result<String, String>)> {
+    pub async fn stop_ordered(
+        &self,
+        targets: &[ProgramHandle],
+    ) -> Vec<(String, Result<String, String>)> {
         let tasks: Vec<_> = targets
             .iter()
             .map(|h| {
@@ -256,8 +475,35 @@ impl Supervisor {
     }
 
     pub fn reopen_logs(&self) {
-        for h in &self.handles {
+        for h in &self.current().handles {
             h.logs.reopen();
         }
     }
+}
+
+fn open_logs(config: &Config, inst: &Instance) -> InstanceLogs {
+    let paths = inst
+        .program
+        .log
+        .paths(&config.supervisor.state_dir, &inst.id, inst.index);
+    InstanceLogs::open(paths, &inst.program.log)
+}
+
+/// Publish the instances of each program for `depends_on` lookups.
+fn register(ctx: &Context, handles: &[ProgramHandle]) {
+    let mut map: HashMap<String, Vec<watch::Receiver<crate::program::Snapshot>>> = HashMap::new();
+    for h in handles {
+        map.entry(h.program.name.clone())
+            .or_default()
+            .push(h.subscribe());
+    }
+    *ctx.registry.write().unwrap_or_else(|e| e.into_inner()) = map;
+}
+
+/// Whether an instance can keep running across a reload: every setting is
+/// the same except the number of instances (scaling adds or removes others).
+fn same_settings(old: &Program, new: &Program) -> bool {
+    let mut n = new.clone();
+    n.instances = old.instances;
+    *old == n
 }

@@ -26,6 +26,9 @@ pub fn init(own_log: &Path, policy: &LogPolicy, to_stderr: bool) -> OwnLogWriter
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(filter())
     });
-    let _ = tracing_subscriber::registry().with(file).with(stderr).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(file)
+        .with(stderr)
+        .try_init();
     writer
 }

@@ -28,7 +28,12 @@ pub mod exit_codes {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "ward", version, about = "A process supervisor with a built-in heartbeat registry", propagate_version = true)]
+#[command(
+    name = "ward",
+    version,
+    about = "A process supervisor with a built-in heartbeat registry",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Config file [default: $WARD_CONFIG, ./supervisor.toml, /etc/ward/supervisor.toml]
     #[arg(short, long, global = true, value_name = "FILE")]
@@ -76,6 +81,8 @@ enum Command {
     },
     /// Stop every program and exit the daemon
     Down,
+    /// Re-read the config and apply only what changed (as SIGHUP does)
+    Reload,
     /// Show program output: the last lines, then new ones with -f
     Logs {
         /// A program or instance; all programs merged when absent
@@ -130,18 +137,39 @@ fn run(cli: Cli) -> u8 {
         Command::Status { ref names, json } => {
             let socket = socket_path(&cli);
             client_call(&socket, |c| {
-                let report: StatusReport = c.call(&Request::Status { names: names.clone(), history: names.len() == 1 })?;
+                let report: StatusReport = c.call(&Request::Status {
+                    names: names.clone(),
+                    history: names.len() == 1,
+                })?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
                 } else {
                     status::print(&report, io::stdout().is_terminal(), names.len() == 1);
                 }
                 Ok(exit_codes::OK)
             })
         }
-        Command::Start { ref names } => action(&cli, Request::Start { names: names.clone() }),
-        Command::Stop { ref names } => action(&cli, Request::Stop { names: names.clone() }),
-        Command::Restart { ref names } => action(&cli, Request::Restart { names: names.clone() }),
+        Command::Start { ref names } => action(
+            &cli,
+            Request::Start {
+                names: names.clone(),
+            },
+        ),
+        Command::Stop { ref names } => action(
+            &cli,
+            Request::Stop {
+                names: names.clone(),
+            },
+        ),
+        Command::Restart { ref names } => action(
+            &cli,
+            Request::Restart {
+                names: names.clone(),
+            },
+        ),
         Command::Down => {
             let socket = socket_path(&cli);
             client_call(&socket, |c| {
@@ -151,7 +179,17 @@ fn run(cli: Cli) -> u8 {
                 Ok(code)
             })
         }
-        Command::Logs { ref name, lines, follow, err, out, since, ref grep, json } => {
+        Command::Reload => reload(&cli),
+        Command::Logs {
+            ref name,
+            lines,
+            follow,
+            err,
+            out,
+            since,
+            ref grep,
+            json,
+        } => {
             let opts = crate::logs::LogsOptions {
                 lines,
                 follow,
@@ -176,7 +214,13 @@ fn print_error(what: &dyn std::fmt::Display, hint: Option<&str>) {
 
 fn print_config_error(e: &ConfigError) {
     match e {
-        ConfigError::Invalid(d) => eprint!("{d}"),
+        ConfigError::Invalid(d) => {
+            let text = d.to_string();
+            eprint!("{text}");
+            if !text.ends_with('\n') {
+                eprintln!();
+            }
+        }
         other => {
             let mut msg = other.to_string();
             let mut src = std::error::Error::source(other);
@@ -241,7 +285,11 @@ fn up(explicit: Option<&Path>, detach: bool) -> u8 {
         }
     };
     let to_stderr = std::env::var_os("WARD_DETACHED").is_none();
-    let own_log = crate::telemetry::init(&daemon::own_log_path(&config.supervisor.state_dir), &config.supervisor.log, to_stderr);
+    let own_log = crate::telemetry::init(
+        &daemon::own_log_path(&config.supervisor.state_dir),
+        &config.supervisor.log,
+        to_stderr,
+    );
     match daemon::run(config, lock, own_log) {
         Ok(()) => exit_codes::OK,
         Err(e) => {
@@ -258,7 +306,14 @@ fn up_detached(config: &Config) -> u8 {
     let socket = &config.supervisor.socket;
     if let Ok(mut c) = Client::connect(socket) {
         if let Ok(p) = c.call::<Pong>(&Request::Ping) {
-            print_error(&format!("ward is already running (pid {}) at `{}`", p.pid, socket.display()), Some("use `ward status`, or `ward down` to stop it"));
+            print_error(
+                &format!(
+                    "ward is already running (pid {}) at `{}`",
+                    p.pid,
+                    socket.display()
+                ),
+                Some("use `ward status`, or `ward down` to stop it"),
+            );
             return exit_codes::FAILED;
         }
     }
@@ -305,29 +360,50 @@ fn up_detached(config: &Config) -> u8 {
         }
         if let Ok(mut c) = Client::connect(socket) {
             if let Ok(p) = c.call::<Pong>(&Request::Ping) {
-                println!("ward is up in the background (pid {}); its log: {}", p.pid, log.display());
+                println!(
+                    "ward is up in the background (pid {}); its log: {}",
+                    p.pid,
+                    log.display()
+                );
                 println!("next: `ward status`, `ward logs -f`, `ward down`");
                 return exit_codes::OK;
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    print_error(&"the daemon did not answer within 15s", Some(&format!("see its log: {}", log.display())));
+    print_error(
+        &"the daemon did not answer within 15s",
+        Some(&format!("see its log: {}", log.display())),
+    );
     exit_codes::FAILED
 }
 
 /// `--socket`/`WARD_SOCKET`, else the config's, else the default state dir's.
+///
+/// Only `[supervisor]` is read, leniently, so that a config with errors
+/// elsewhere (being edited, about to be reloaded) still finds its daemon.
 fn socket_path(cli: &Cli) -> PathBuf {
     if let Some(s) = &cli.socket {
         return s.clone();
     }
-    match config::find_config(cli.config.as_deref()).and_then(|p| config::load(&p)) {
-        Ok(c) => c.supervisor.socket,
+    match config::find_config(cli.config.as_deref()) {
+        Ok(path) => match config::socket_of(&path) {
+            Ok(socket) => socket,
+            Err(e) => {
+                let fallback = config::default_state_dir().join("ward.sock");
+                eprintln!(
+                    "note: cannot read the socket path from {} ({e}); trying the default socket {}",
+                    path.display(),
+                    fallback.display()
+                );
+                fallback
+            }
+        },
         Err(e) => {
             let fallback = config::default_state_dir().join("ward.sock");
-            if !matches!(e, ConfigError::NotFound { .. }) || cli.config.is_some() {
+            if cli.config.is_some() {
                 eprintln!(
-                    "note: cannot use the config ({}); trying the default socket {}",
+                    "note: {}; trying the default socket {}",
                     first_line(&e.to_string()),
                     fallback.display()
                 );
@@ -347,7 +423,10 @@ fn client_call(socket: &Path, f: impl FnOnce(&mut Client) -> Result<u8, ClientEr
         Ok(code) => code,
         Err(e) => {
             let mut msg = e.to_string();
-            if let ClientError::NotRunning { source, .. } | ClientError::PermissionDenied { source, .. } | ClientError::Io { source, .. } = &e {
+            if let ClientError::NotRunning { source, .. }
+            | ClientError::PermissionDenied { source, .. }
+            | ClientError::Io { source, .. } = &e
+            {
                 msg.push_str(&format!(": {source}"));
             }
             print_error(&msg, e.hint().as_deref());
@@ -364,8 +443,46 @@ fn action(cli: &Cli, req: Request) -> u8 {
     })
 }
 
+fn reload(cli: &Cli) -> u8 {
+    let socket = socket_path(cli);
+    let result = Client::connect(&socket)
+        .and_then(|mut c| c.call::<crate::supervisor::ReloadReport>(&Request::Reload));
+    match result {
+        Ok(r) => {
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            println!("added:     {}", list(&r.added));
+            println!("removed:   {}", list(&r.removed));
+            println!("changed:   {}", list(&r.changed));
+            println!("unchanged: {}", r.unchanged);
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            exit_codes::OK
+        }
+        Err(ClientError::Refused { error, hint }) => {
+            eprintln!("error: {error}");
+            if let Some(h) = hint {
+                eprintln!("  hint: {h}");
+            }
+            exit_codes::USAGE
+        }
+        Err(e) => client_call(&socket, |_| Err(e)),
+    }
+}
+
 fn print_actions(actions: &Actions) -> u8 {
-    let width = actions.results.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let width = actions
+        .results
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0);
     let mut code = exit_codes::OK;
     for r in &actions.results {
         if r.ok {
@@ -378,19 +495,32 @@ fn print_actions(actions: &Actions) -> u8 {
     code
 }
 
-fn logs(cli: &Cli, name: Option<String>, (out, err): (bool, bool), opts: crate::logs::LogsOptions) -> u8 {
+fn logs(
+    cli: &Cli,
+    name: Option<String>,
+    (out, err): (bool, bool),
+    opts: crate::logs::LogsOptions,
+) -> u8 {
     use crate::logs::{LogSource, Stream};
     let names: Vec<String> = name.iter().cloned().collect();
     let socket = socket_path(cli);
     // Ask the daemon where the files are; fall back to the config when it is down.
-    let from_daemon = Client::connect(&socket).and_then(|mut c| c.call::<LogSources>(&Request::LogSources { names: names.clone() }));
+    let from_daemon = Client::connect(&socket).and_then(|mut c| {
+        c.call::<LogSources>(&Request::LogSources {
+            names: names.clone(),
+        })
+    });
     let sources: Vec<LogSource> = match from_daemon {
         Ok(s) => s
             .sources
             .into_iter()
             .map(|s| LogSource {
                 program: s.program,
-                stream: if s.stream == "err" { Stream::Err } else { Stream::Out },
+                stream: if s.stream == "err" {
+                    Stream::Err
+                } else {
+                    Stream::Out
+                },
                 path: PathBuf::from(s.path),
             })
             .collect(),
@@ -403,7 +533,10 @@ fn logs(cli: &Cli, name: Option<String>, (out, err): (bool, bool), opts: crate::
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            eprintln!("note: ward is not running; showing the log files from {}", config.path.display());
+            eprintln!(
+                "note: ward is not running; showing the log files from {}",
+                config.path.display()
+            );
             match sources_from_config(&config, &names) {
                 Ok(s) => s,
                 Err(e) => {
@@ -421,7 +554,8 @@ fn logs(cli: &Cli, name: Option<String>, (out, err): (bool, bool), opts: crate::
         })
         .collect();
     let mut opts = opts;
-    let programs: std::collections::HashSet<&str> = sources.iter().map(|s| s.program.as_str()).collect();
+    let programs: std::collections::HashSet<&str> =
+        sources.iter().map(|s| s.program.as_str()).collect();
     opts.prefix = opts.prefix || programs.len() > 1;
     match crate::logs::run_logs(&opts, sources) {
         Ok(()) => exit_codes::OK,
@@ -432,20 +566,37 @@ fn logs(cli: &Cli, name: Option<String>, (out, err): (bool, bool), opts: crate::
     }
 }
 
-fn sources_from_config(config: &Config, names: &[String]) -> Result<Vec<crate::logs::LogSource>, crate::supervisor::UnknownName> {
+fn sources_from_config(
+    config: &Config,
+    names: &[String],
+) -> Result<Vec<crate::logs::LogSource>, crate::supervisor::UnknownName> {
     use crate::logs::{LogSource, Stream};
     let mut out = Vec::new();
     let mut matched = false;
     for inst in config.instances() {
-        let wanted = names.is_empty() || names.iter().any(|n| n == &inst.id || n == &inst.program.name || n == "all");
+        let wanted = names.is_empty()
+            || names
+                .iter()
+                .any(|n| n == &inst.id || n == &inst.program.name || n == "all");
         if !wanted {
             continue;
         }
         matched = true;
-        let paths = inst.program.log.paths(&config.supervisor.state_dir, &inst.id, inst.index);
-        out.push(LogSource { program: inst.id.clone(), stream: Stream::Out, path: paths.stdout });
+        let paths = inst
+            .program
+            .log
+            .paths(&config.supervisor.state_dir, &inst.id, inst.index);
+        out.push(LogSource {
+            program: inst.id.clone(),
+            stream: Stream::Out,
+            path: paths.stdout,
+        });
         if let Some(e) = paths.stderr {
-            out.push(LogSource { program: inst.id.clone(), stream: Stream::Err, path: e });
+            out.push(LogSource {
+                program: inst.id.clone(),
+                stream: Stream::Err,
+                path: e,
+            });
         }
     }
     if !matched && !names.is_empty() {

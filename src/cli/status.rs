@@ -19,7 +19,17 @@ fn colour(phase: Phase) -> &'static str {
 
 /// Render the report; `detail` adds the message and recent transitions.
 pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> String {
-    let headers = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM", "INFO"];
+    let headers = [
+        "NAME",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+        "CPU",
+        "MEM",
+        "INFO",
+    ];
     let rows: Vec<[String; 9]> = report.programs.iter().map(|p| row(p, now_ms)).collect();
     let mut widths = headers.map(str::len);
     for r in &rows {
@@ -62,7 +72,10 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
 }
 
 pub fn print(report: &StatusReport, color: bool, detail: bool) {
-    print!("{}", render(report, color, detail, crate::program::now_ms()));
+    print!(
+        "{}",
+        render(report, color, detail, crate::program::now_ms())
+    );
 }
 
 fn row(p: &ProgramStatus, now_ms: u64) -> [String; 9] {
@@ -95,7 +108,9 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 9] {
         p.uptime_ms.map(ago).unwrap_or_else(dash),
         s.restarts.to_string(),
         last_exit,
-        p.cpu_percent.map(|c| format!("{c:.1}%")).unwrap_or_else(dash),
+        p.cpu_percent
+            .map(|c| format!("{c:.1}%"))
+            .unwrap_or_else(dash),
         p.rss_bytes.map(bytes).unwrap_or_else(dash),
         info,
     ]
@@ -125,7 +140,13 @@ fn history(s: &Snapshot, now_ms: u64, out: &mut String) {
     }
     let _ = writeln!(out, "\nrecent transitions of {}:", s.name);
     for t in &s.history {
-        let _ = write!(out, "  {:>8} ago  {} -> {}", ago(now_ms.saturating_sub(t.at_ms)), t.from.as_str(), t.to.as_str());
+        let _ = write!(
+            out,
+            "  {:>8} ago  {} -> {}",
+            ago(now_ms.saturating_sub(t.at_ms)),
+            t.from.as_str(),
+            t.to.as_str()
+        );
         if let Some(pid) = t.pid {
             let _ = write!(out, "  pid {pid}");
         }

@@ -77,3 +77,34 @@ pub fn parse_str(source: &str, path: &Path) -> Result<Config, ConfigError> {
 pub fn default_state_dir() -> PathBuf {
     System::current().default_state_dir()
 }
+
+/// The control socket a config points at, read leniently: only the
+/// `[supervisor]` keys `state_dir` and `socket` are looked at, so a file with
+/// errors elsewhere still leads the CLI to its daemon.
+pub fn socket_of(path: &Path) -> Result<PathBuf, String> {
+    let source = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let doc: toml_edit::ImDocument<String> =
+        source.parse().map_err(|e: toml_edit::TomlError| {
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid TOML")
+                .to_string()
+        })?;
+    let dir = path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let sup = doc.get("supervisor").and_then(|i| i.as_table_like());
+    let get = |key: &str| {
+        sup.and_then(|t| t.get(key))
+            .and_then(|i| i.as_str())
+            .map(|s| dir.join(s))
+    };
+    Ok(match (get("socket"), get("state_dir")) {
+        (Some(socket), _) => socket,
+        (None, Some(state)) => state.join("ward.sock"),
+        (None, None) => default_state_dir().join("ward.sock"),
+    })
+}

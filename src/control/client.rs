@@ -60,10 +60,19 @@ pub struct Client {
 impl Client {
     pub fn connect(socket: &Path) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(socket).map_err(|source| match source.kind() {
-            io::ErrorKind::PermissionDenied => ClientError::PermissionDenied { socket: socket.into(), source },
-            _ => ClientError::NotRunning { socket: socket.into(), source },
+            io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+                socket: socket.into(),
+                source,
+            },
+            _ => ClientError::NotRunning {
+                socket: socket.into(),
+                source,
+            },
         })?;
-        let writer = stream.try_clone().map_err(|source| ClientError::Io { socket: socket.into(), source })?;
+        let writer = stream.try_clone().map_err(|source| ClientError::Io {
+            socket: socket.into(),
+            source,
+        })?;
         Ok(Client {
             socket: socket.into(),
             reader: BufReader::new(stream),
@@ -76,25 +85,40 @@ impl Client {
         let reply = self.raw(req)?;
         if !reply.ok {
             return Err(ClientError::Refused {
-                error: reply.error.unwrap_or_else(|| "the daemon refused the request".into()),
+                error: reply
+                    .error
+                    .unwrap_or_else(|| "the daemon refused the request".into()),
                 hint: reply.hint,
             });
         }
-        serde_json::from_value(reply.data.unwrap_or(serde_json::Value::Null)).map_err(ClientError::Malformed)
+        serde_json::from_value(reply.data.unwrap_or(serde_json::Value::Null))
+            .map_err(ClientError::Malformed)
     }
 
     fn raw(&mut self, req: &Request) -> Result<Reply, ClientError> {
-        let io_err = |source| ClientError::Io { socket: self.socket.clone(), source };
+        let io_err = |source| ClientError::Io {
+            socket: self.socket.clone(),
+            source,
+        };
         let mut line = serde_json::to_vec(req).map_err(ClientError::Malformed)?;
         line.push(b'\n');
         self.writer.write_all(&line).map_err(io_err)?;
         let mut buf = String::new();
-        let n = self.reader.read_line(&mut buf).map_err(|source| ClientError::Io { socket: self.socket.clone(), source })?;
+        let n = self
+            .reader
+            .read_line(&mut buf)
+            .map_err(|source| ClientError::Io {
+                socket: self.socket.clone(),
+                source,
+            })?;
         if n == 0 {
             // The daemon closes without a reply when it refuses the peer.
             return Err(ClientError::Io {
                 socket: self.socket.clone(),
-                source: io::Error::new(io::ErrorKind::UnexpectedEof, "the daemon closed the connection"),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the daemon closed the connection",
+                ),
             });
         }
         serde_json::from_str(&buf).map_err(ClientError::Malformed)

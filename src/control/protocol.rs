@@ -26,9 +26,18 @@ pub enum Request {
         history: bool,
     },
     /// Replies with [`Actions`] once every start has taken effect.
-    Start { names: Vec<String> },
-    Stop { names: Vec<String> },
-    Restart { names: Vec<String> },
+    Start {
+        names: Vec<String>,
+    },
+    Stop {
+        names: Vec<String>,
+    },
+    Restart {
+        names: Vec<String>,
+    },
+    /// Re-read the config file and apply the difference (as SIGHUP does).
+    /// Replies with a reload report, or an error holding every diagnostic.
+    Reload,
     /// Reopen every log file (as SIGUSR1 does). Replies with [`Actions`].
     ReopenLogs,
     /// Where the log files of these instances are. Replies with [`LogSources`].
@@ -63,7 +72,12 @@ impl Reply {
     }
 
     pub fn error(error: impl Into<String>, hint: Option<String>) -> Reply {
-        Reply { ok: false, data: None, error: Some(error.into()), hint }
+        Reply {
+            ok: false,
+            data: None,
+            error: Some(error.into()),
+            hint,
+        }
     }
 }
 
@@ -135,12 +149,27 @@ mod tests {
     fn requests_round_trip() {
         let cases = [
             (r#"{"cmd":"ping"}"#, Request::Ping),
-            (r#"{"cmd":"status"}"#, Request::Status { names: vec![], history: false }),
-            (r#"{"cmd":"start","names":["web"]}"#, Request::Start { names: vec!["web".into()] }),
+            (
+                r#"{"cmd":"status"}"#,
+                Request::Status {
+                    names: vec![],
+                    history: false,
+                },
+            ),
+            (
+                r#"{"cmd":"start","names":["web"]}"#,
+                Request::Start {
+                    names: vec!["web".into()],
+                },
+            ),
             (r#"{"cmd":"down"}"#, Request::Down),
         ];
         for (text, want) in cases {
-            assert_eq!(serde_json::from_str::<Request>(text).unwrap(), want, "{text}");
+            assert_eq!(
+                serde_json::from_str::<Request>(text).unwrap(),
+                want,
+                "{text}"
+            );
         }
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
     }

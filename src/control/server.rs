@@ -41,7 +41,8 @@ pub fn bind(path: &Path, group: Option<&Group>) -> io::Result<UnixListener> {
     let mode = if group.is_some() { 0o660 } else { 0o600 };
     fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     if let Some(g) = group {
-        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g.gid))).map_err(io::Error::from)?;
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g.gid)))
+            .map_err(io::Error::from)?;
     }
     Ok(listener)
 }
@@ -72,7 +73,9 @@ pub async fn serve(listener: UnixListener, sup: Arc<Supervisor>, down: watch::Se
 }
 
 fn peer_allowed(stream: &UnixStream, group: Option<&Group>) -> Result<(), String> {
-    let cred = stream.peer_cred().map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
     let me = nix::unistd::geteuid().as_raw();
     if cred.uid() == 0 || cred.uid() == me {
         return Ok(());
@@ -82,7 +85,15 @@ fn peer_allowed(stream: &UnixStream, group: Option<&Group>) -> Result<(), String
             return Ok(());
         }
     }
-    Err(format!("uid {} may not use this socket (only uid {me} and root may)", cred.uid()))
+    let allowed = if me == 0 {
+        "root".to_string()
+    } else {
+        format!("uid {me} and root")
+    };
+    Err(format!(
+        "uid {} may not use this socket (only {allowed} may)",
+        cred.uid()
+    ))
 }
 
 /// Whether a process has `gid` among its supplementary groups.
@@ -96,19 +107,36 @@ fn process_in_group(pid: i32, gid: u32) -> bool {
         .is_some_and(|groups| groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
 }
 
-async fn connection(stream: UnixStream, sup: Arc<Supervisor>, down: watch::Sender<bool>) -> io::Result<()> {
-    if let Err(why) = peer_allowed(&stream, sup.config.supervisor.socket_group.as_ref()) {
-        tracing::warn!(reason = %why, "refused a control connection");
-        let (_, mut w) = stream.into_split();
-        let hint = "run ward's CLI as the daemon's user or root, or set `socket_group` in [supervisor]";
-        return write_reply(&mut w, &Reply::error(why, Some(hint.into()))).await;
-    }
+async fn connection(
+    stream: UnixStream,
+    sup: Arc<Supervisor>,
+    down: watch::Sender<bool>,
+) -> io::Result<()> {
+    let refused = peer_allowed(&stream, sup.config().supervisor.socket_group.as_ref()).err();
     let (r, mut w) = stream.into_split();
     let mut reader = BufReader::new(r);
     let mut line = Vec::new();
+    if let Some(why) = refused {
+        tracing::warn!(reason = %why, "refused a control connection");
+        // Read (and ignore) the request first, so the client's write cannot
+        // fail on a closed socket before it reads this answer.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            (&mut reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut line),
+        )
+        .await;
+        let hint =
+            "run ward's CLI as the daemon's user or root, or set `socket_group` in [supervisor]";
+        return write_reply(&mut w, &Reply::error(why, Some(hint.into()))).await;
+    }
     loop {
         line.clear();
-        let n = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
         if n == 0 {
             return Ok(());
         }
@@ -149,8 +177,8 @@ async fn handle(req: Request, sup: &Arc<Supervisor>) -> Reply {
         Request::Ping => Reply::data(&Pong {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
-            host: sup.config.supervisor.host.clone(),
-            config: sup.config.path.display().to_string(),
+            host: sup.config().supervisor.host.clone(),
+            config: sup.config().path.display().to_string(),
         }),
         Request::Status { names, history } => match sup.status(&names, history) {
             Ok(report) => Reply::data(&report),
@@ -159,6 +187,13 @@ async fn handle(req: Request, sup: &Arc<Supervisor>) -> Reply {
         Request::Start { names } => act(sup, program::Request::Start, &names).await,
         Request::Stop { names } => act(sup, program::Request::Stop, &names).await,
         Request::Restart { names } => act(sup, program::Request::Restart, &names).await,
+        Request::Reload => match sup.reload().await {
+            Ok(report) => Reply::data(&report),
+            Err(e) => Reply::error(
+                e.to_string(),
+                Some("fix the file (see `ward check`), then `ward reload` again".into()),
+            ),
+        },
         Request::ReopenLogs => {
             sup.reopen_logs();
             Reply::data(&Actions { results: vec![] })
@@ -169,7 +204,7 @@ async fn handle(req: Request, sup: &Arc<Supervisor>) -> Reply {
         },
         Request::Down => {
             tracing::info!("`ward down` requested: stopping every program");
-            let all: Vec<_> = sup.handles.clone();
+            let all = sup.handles();
             let results = sup.stop_ordered(&all).await;
             Reply::data(&Actions {
                 results: results
@@ -187,7 +222,10 @@ async fn handle(req: Request, sup: &Arc<Supervisor>) -> Reply {
 
 async fn act(sup: &Arc<Supervisor>, req: program::Request, names: &[String]) -> Reply {
     if names.is_empty() {
-        return Reply::error("no program named", Some("name one or more programs, or `all`".into()));
+        return Reply::error(
+            "no program named",
+            Some("name one or more programs, or `all`".into()),
+        );
     }
     match sup.act(req, names).await {
         Ok(actions) => Reply::data(&actions),

@@ -52,7 +52,6 @@ pub(super) fn initial_snapshot(inst: &Instance) -> Snapshot {
 pub(super) fn spawn(
     instance: Instance,
     ctx: Arc<Context>,
-    deps: Vec<watch::Receiver<Snapshot>>,
     logs: InstanceLogs,
     rx: mpsc::Receiver<(Request, oneshot::Sender<Outcome>)>,
     snap_tx: watch::Sender<Snapshot>,
@@ -64,7 +63,6 @@ pub(super) fn spawn(
         snap,
         inst: instance,
         ctx,
-        deps,
         epoch,
         logs,
         rx,
@@ -90,7 +88,6 @@ struct Child {
 struct Actor {
     inst: Instance,
     ctx: Arc<Context>,
-    deps: Vec<watch::Receiver<Snapshot>>,
     epoch: watch::Receiver<u64>,
     logs: InstanceLogs,
     rx: mpsc::Receiver<(Request, oneshot::Sender<Outcome>)>,
@@ -174,7 +171,10 @@ impl Actor {
                 self.then_start = true;
                 self.start_waiters.push(reply);
             }
-            (Request::Start | Request::Restart, Phase::Stopped | Phase::Exited | Phase::Fatal | Phase::Backoff) => {
+            (
+                Request::Start | Request::Restart,
+                Phase::Stopped | Phase::Exited | Phase::Fatal | Phase::Backoff,
+            ) => {
                 self.start_waiters.push(reply);
                 self.snap.streak = 0;
                 self.begin_start().await;
@@ -222,19 +222,29 @@ impl Actor {
         }
     }
 
+    /// Every instance of every program in `depends_on` is satisfied. Looked
+    /// up by name at each check, so a reload that replaces a dependency's
+    /// actor is seen at once.
     fn deps_ready(&self) -> bool {
-        self.deps.iter().all(|d| dep_satisfied(&d.borrow()))
+        self.unmet_deps().is_empty()
+    }
+
+    fn unmet_deps(&self) -> Vec<String> {
+        let registry = self.ctx.registry.read().unwrap_or_else(|e| e.into_inner());
+        self.inst
+            .program
+            .depends_on
+            .iter()
+            .filter(|name| match registry.get(name.as_str()) {
+                Some(instances) => !instances.iter().all(|d| dep_satisfied(&d.borrow())),
+                None => true,
+            })
+            .map(|name| format!("`{name}`"))
+            .collect()
     }
 
     fn missing_deps(&self) -> String {
-        let mut names: Vec<String> = self
-            .deps
-            .iter()
-            .filter(|d| !dep_satisfied(&d.borrow()))
-            .map(|d| format!("`{}`", d.borrow().name))
-            .collect();
-        names.dedup();
-        names.join(", ")
+        self.unmet_deps().join(", ")
     }
 
     async fn spawn(&mut self) {
@@ -257,7 +267,10 @@ impl Actor {
         env.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.push(("WARD_NAME".into(), self.inst.id.clone()));
         env.push(("WARD_PROGRAM".into(), p.name.clone()));
-        env.push(("WARD_INSTANCE".into(), self.inst.index.unwrap_or(0).to_string()));
+        env.push((
+            "WARD_INSTANCE".into(),
+            self.inst.index.unwrap_or(0).to_string(),
+        ));
         let req = SpawnRequest {
             argv: p.command.argv(),
             env,
@@ -271,7 +284,10 @@ impl Actor {
             Ok(spawned) => {
                 self.spawns += 1;
                 let now = Instant::now();
-                self.child = Some(Child { pid: spawned.pid, started: now });
+                self.child = Some(Child {
+                    pid: spawned.pid,
+                    started: now,
+                });
                 self.exit_rx = Some(spawned.exit);
                 self.snap.pid = Some(spawned.pid);
                 self.snap.start_ticks = Some(spawned.start_ticks);
@@ -309,7 +325,11 @@ impl Actor {
         signal_group(pid, p.stop_signal);
         self.killed = false;
         self.deadline = Some(Instant::now() + p.stop_timeout);
-        self.transition(Phase::Stopping, Some(format!("{why}: sent {}", p.stop_signal.as_str())), Some(pid));
+        self.transition(
+            Phase::Stopping,
+            Some(format!("{why}: sent {}", p.stop_signal.as_str())),
+            Some(pid),
+        );
     }
 
     async fn on_deadline(&mut self) {
@@ -338,14 +358,20 @@ impl Actor {
     }
 
     async fn on_exit(&mut self, exit: Exit) {
-        let Some(child) = self.child.take() else { return };
+        let Some(child) = self.child.take() else {
+            return;
+        };
         let ran_for = child.started.elapsed();
         let p = self.inst.program.clone();
         let stopping = self.phase() == Phase::Stopping;
         // Whatever remains of the group goes too, as systemd does for a unit's cgroup.
         let (signal, deadline) = if stopping {
             // The whole group already has the stop signal; keep its deadline.
-            let deadline = if self.killed { Instant::now() } else { self.deadline.unwrap_or_else(Instant::now) };
+            let deadline = if self.killed {
+                Instant::now()
+            } else {
+                self.deadline.unwrap_or_else(Instant::now)
+            };
             (None, deadline)
         } else {
             (Some(p.stop_signal), Instant::now() + p.stop_timeout)
@@ -373,7 +399,11 @@ impl Actor {
         }
         let failed_start = ran_for < p.min_uptime;
         let detail = if failed_start {
-            format!("{exit} after {}, before min_uptime ({}): failed start", human(ran_for), human(p.min_uptime))
+            format!(
+                "{exit} after {}, before min_uptime ({}): failed start",
+                human(ran_for),
+                human(p.min_uptime)
+            )
         } else {
             format!("{exit} after {}", human(ran_for))
         };
@@ -393,7 +423,11 @@ impl Actor {
                 // The run loop starts it when the deadline fires (at once for a zero delay).
                 self.deadline = Some(Instant::now() + delay);
                 self.snap.next_start_ms = Some(now_ms() + delay.as_millis() as u64);
-                let why = format!("{}; restarting in {}", detail.unwrap_or_default(), human(delay));
+                let why = format!(
+                    "{}; restarting in {}",
+                    detail.unwrap_or_default(),
+                    human(delay)
+                );
                 self.transition(Phase::Backoff, Some(why), None);
             }
             AfterExit::Exited { streak } => {
@@ -434,22 +468,36 @@ impl Actor {
 
     fn transition(&mut self, to: Phase, detail: Option<String>, pid: Option<i32>) {
         let from = self.phase();
-        let exit = if matches!(to, Phase::Backoff | Phase::Exited | Phase::Fatal | Phase::Stopped) {
+        let exit = if matches!(
+            to,
+            Phase::Backoff | Phase::Exited | Phase::Fatal | Phase::Stopped
+        ) {
             self.snap.last_exit.as_ref().map(|e| e.exit)
         } else {
             None
         };
         let at_ms = now_ms();
         match (&detail, pid) {
-            (Some(d), Some(pid)) => tracing::info!(from = from.as_str(), to = to.as_str(), pid, "{d}"),
+            (Some(d), Some(pid)) => {
+                tracing::info!(from = from.as_str(), to = to.as_str(), pid, "{d}")
+            }
             (Some(d), None) => tracing::info!(from = from.as_str(), to = to.as_str(), "{d}"),
-            (None, Some(pid)) => tracing::info!(from = from.as_str(), to = to.as_str(), pid, "state change"),
+            (None, Some(pid)) => {
+                tracing::info!(from = from.as_str(), to = to.as_str(), pid, "state change")
+            }
             (None, None) => tracing::info!(from = from.as_str(), to = to.as_str(), "state change"),
         }
         if self.snap.history.len() == HISTORY {
             self.snap.history.pop_front();
         }
-        self.snap.history.push_back(Transition { at_ms, from, to, pid, exit, detail: detail.clone() });
+        self.snap.history.push_back(Transition {
+            at_ms,
+            from,
+            to,
+            pid,
+            exit,
+            detail: detail.clone(),
+        });
         self.snap.state = to;
         self.snap.since_ms = at_ms;
         if to != Phase::Backoff && to != Phase::Fatal {
@@ -468,7 +516,13 @@ impl Actor {
 fn dep_satisfied(s: &Snapshot) -> bool {
     match s.state {
         Phase::Running => true,
-        Phase::Exited => matches!(&s.last_exit, Some(LastExit { exit: Exit::Code(0), .. })),
+        Phase::Exited => matches!(
+            &s.last_exit,
+            Some(LastExit {
+                exit: Exit::Code(0),
+                ..
+            })
+        ),
         _ => false,
     }
 }
@@ -517,7 +571,11 @@ async fn drain_group(pgid: i32, signal: Option<Signal>, deadline: Instant) {
         return;
     }
     if let Some(sig) = signal {
-        tracing::info!(pgid, signal = sig.as_str(), "main process exited; stopping the rest of its process group");
+        tracing::info!(
+            pgid,
+            signal = sig.as_str(),
+            "main process exited; stopping the rest of its process group"
+        );
         signal_group(pgid, sig);
     }
     let mut killed = false;
@@ -550,7 +608,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// `1.5s`, `250ms`, `3m20s`.

@@ -93,6 +93,10 @@ pub struct Context {
     pub config_dir: PathBuf,
     /// Credentials are only dropped when ward runs as root.
     pub is_root: bool,
+    /// Program name → the snapshots of its instances, for `depends_on`.
+    /// Replaced whole by the supervisor when the set of actors changes.
+    pub registry:
+        std::sync::RwLock<std::collections::HashMap<String, Vec<watch::Receiver<Snapshot>>>>,
 }
 
 /// Cloneable handle to one instance's actor.
@@ -106,9 +110,9 @@ pub struct ProgramHandle {
 }
 
 impl ProgramHandle {
-    /// Start the actor for `instance`. `deps` are the snapshots of every
-    /// instance of the programs it depends on.
-    pub fn spawn(instance: Instance, ctx: Arc<Context>, deps: Vec<watch::Receiver<Snapshot>>, logs: InstanceLogs) -> ProgramHandle {
+    /// Start the actor for `instance`. Its dependencies are looked up by
+    /// name in `ctx.registry`.
+    pub fn spawn(instance: Instance, ctx: Arc<Context>, logs: InstanceLogs) -> ProgramHandle {
         let (tx, rx) = mpsc::channel(16);
         let (snap_tx, state) = watch::channel(actor::initial_snapshot(&instance));
         let handle = ProgramHandle {
@@ -118,7 +122,7 @@ impl ProgramHandle {
             tx,
             state,
         };
-        actor::spawn(instance, ctx, deps, logs, rx, snap_tx);
+        actor::spawn(instance, ctx, logs, rx, snap_tx);
         handle
     }
 
@@ -128,7 +132,8 @@ impl ProgramHandle {
         if self.tx.send((req, reply)).await.is_err() {
             return Err("the program's actor is gone".into());
         }
-        rx.await.unwrap_or_else(|_| Err("the program's actor dropped the request".into()))
+        rx.await
+            .unwrap_or_else(|_| Err("the program's actor dropped the request".into()))
     }
 
     /// Send a request without waiting for its outcome.

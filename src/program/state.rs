@@ -82,8 +82,18 @@ pub enum RunEnd {
 /// `stable_after`; a run at least that long resets it. `max_restarts`
 /// restarts are allowed in a streak (0 = unlimited), after which the program
 /// is fatal.
-pub fn after_exit(p: &Program, end: RunEnd, ran_for: Duration, streak: u32, unit_random: f64) -> AfterExit {
-    let streak = if ran_for >= p.stable_after { 0 } else { streak.saturating_add(1) };
+pub fn after_exit(
+    p: &Program,
+    end: RunEnd,
+    ran_for: Duration,
+    streak: u32,
+    unit_random: f64,
+) -> AfterExit {
+    let streak = if ran_for >= p.stable_after {
+        0
+    } else {
+        streak.saturating_add(1)
+    };
     let wanted = match p.restart {
         RestartPolicy::Always => true,
         RestartPolicy::OnFailure => match end {
@@ -150,19 +160,59 @@ mod tests {
         use RestartPolicy::*;
         let cases = [
             // (policy, exit, ran_for, streak before) -> expected
-            (OnFailure, Exit::Code(1), SHORT, 0, Restart { delay: secs(1), streak: 1 }),
+            (
+                OnFailure,
+                Exit::Code(1),
+                SHORT,
+                0,
+                Restart {
+                    delay: secs(1),
+                    streak: 1,
+                },
+            ),
             (OnFailure, Exit::Code(0), SHORT, 0, Exited { streak: 1 }),
-            (OnFailure, Exit::Signal(9), SHORT, 1, Restart { delay: secs(2), streak: 2 }),
-            (Always, Exit::Code(0), SHORT, 2, Restart { delay: secs(4), streak: 3 }),
+            (
+                OnFailure,
+                Exit::Signal(9),
+                SHORT,
+                1,
+                Restart {
+                    delay: secs(2),
+                    streak: 2,
+                },
+            ),
+            (
+                Always,
+                Exit::Code(0),
+                SHORT,
+                2,
+                Restart {
+                    delay: secs(4),
+                    streak: 3,
+                },
+            ),
             (Always, Exit::Code(0), SHORT, 3, Fatal { streak: 4 }),
             (Never, Exit::Code(1), SHORT, 0, Exited { streak: 1 }),
             // A stable run resets the streak and the delay.
-            (Always, Exit::Code(1), LONG, 3, Restart { delay: secs(1), streak: 0 }),
+            (
+                Always,
+                Exit::Code(1),
+                LONG,
+                3,
+                Restart {
+                    delay: secs(1),
+                    streak: 0,
+                },
+            ),
         ];
         for (policy, exit, ran_for, streak, want) in cases {
             let mut p = test_program();
             p.restart = policy;
-            assert_eq!(after_exit(&p, RunEnd::Exited(exit), ran_for, streak, 0.5), want, "{policy:?} {exit} {ran_for:?} {streak}");
+            assert_eq!(
+                after_exit(&p, RunEnd::Exited(exit), ran_for, streak, 0.5),
+                want,
+                "{policy:?} {exit} {ran_for:?} {streak}"
+            );
         }
     }
 
@@ -170,15 +220,24 @@ mod tests {
     fn exit_codes_count_as_success() {
         let mut p = test_program();
         p.exit_codes = vec![0, 3];
-        assert_eq!(after_exit(&p, RunEnd::Exited(Exit::Code(3)), SHORT, 0, 0.5), AfterExit::Exited { streak: 1 });
+        assert_eq!(
+            after_exit(&p, RunEnd::Exited(Exit::Code(3)), SHORT, 0, 0.5),
+            AfterExit::Exited { streak: 1 }
+        );
     }
 
     #[test]
     fn spawn_failures_restart_unless_never() {
         let mut p = test_program();
-        assert!(matches!(after_exit(&p, RunEnd::SpawnFailed, Duration::ZERO, 0, 0.5), AfterExit::Restart { .. }));
+        assert!(matches!(
+            after_exit(&p, RunEnd::SpawnFailed, Duration::ZERO, 0, 0.5),
+            AfterExit::Restart { .. }
+        ));
         p.restart = RestartPolicy::Never;
-        assert_eq!(after_exit(&p, RunEnd::SpawnFailed, Duration::ZERO, 0, 0.5), AfterExit::Exited { streak: 1 });
+        assert_eq!(
+            after_exit(&p, RunEnd::SpawnFailed, Duration::ZERO, 0, 0.5),
+            AfterExit::Exited { streak: 1 }
+        );
     }
 
     #[test]

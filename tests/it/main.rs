@@ -1,0 +1,16 @@
+//! Integration tests: the real `ward` binary, one temp dir and daemon per test.
+//!
+//! Run one with `cargo test --test it NAME`. A failing test prints the
+//! commands it ran, the daemon's stderr, `ward status`, ward's log and the
+//! state dir; set `WARD_IT_KEEP=1` to keep every test's directory.
+
+mod support;
+
+mod config_errors;
+mod instances;
+mod lifecycle;
+mod logs_cli;
+mod process_groups;
+mod restart;
+mod shutdown;
+mod socket;
