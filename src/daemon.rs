@@ -23,6 +23,9 @@ use crate::program::{Context, Phase, Request};
 use crate::reaper::{self, Reaper};
 use crate::supervisor::Supervisor;
 
+/// How long the final write to the status tables may delay the exit.
+const STORE_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot create the state dir `{}`", path.display())]
@@ -149,6 +152,8 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     });
     let sup = Arc::new(Supervisor::new(config, ctx));
     let count = sup.handles().len();
+    // Off the supervision path: never fails, retries an unreachable database.
+    let store = crate::store::spawn(&sup.config(), sup.clone());
     let (down, mut down_rx) = watch::channel(false);
     tokio::spawn(server::serve(listener, sup.clone(), down.clone()));
 
@@ -191,6 +196,9 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
         _ = &mut stop => {}
         _ = sigterm.recv() => kill_everything(&sup),
         _ = sigint.recv() => kill_everything(&sup),
+    }
+    if let Some(store) = store {
+        store.shutdown(STORE_FLUSH_DEADLINE).await;
     }
     let _ = fs::remove_file(&socket_path);
     tracing::info!("ward stopped");

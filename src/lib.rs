@@ -9,6 +9,7 @@
 //! - [`backoff`]: restart delays (pure).
 //! - [`logs`]: capture, rotation and reading of program output.
 //! - [`control`]: the control socket protocol, server and client.
+//! - [`store`]: the SQL status tables (SQLite or PostgreSQL), written off the supervision path.
 //! - [`cli`]: the `ward` command line.
 //! - [`procfs`], [`exit`], [`telemetry`]: small shared pieces.
 
@@ -22,5 +23,6 @@ pub mod logs;
 pub mod procfs;
 pub mod program;
 pub mod reaper;
+pub mod store;
 pub mod supervisor;
 pub mod telemetry;
