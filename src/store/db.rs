@@ -81,7 +81,9 @@ impl StoreError {
 pub fn redact(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(start) = url.find("://").map(|i| i + 3) {
-        let end = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+        let end = url[start..]
+            .find(['/', '?'])
+            .map_or(url.len(), |i| start + i);
         if let Some(at) = url[start..end].rfind('@').map(|i| start + i) {
             if let Some(colon) = url[start..at].find(':').map(|i| start + i) {
                 out = format!("{}***{}", &url[..colon + 1], &url[at..]);
@@ -245,12 +247,19 @@ fn upsert_rows_sql(d: Dialect, n: usize) -> String {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&if WORKER_TS.contains(&c) { d.ts(p) } else { format!("${p}") });
+            sql.push_str(&if WORKER_TS.contains(&c) {
+                d.ts(p)
+            } else {
+                format!("${p}")
+            });
         }
         sql.push(')');
     }
     sql.push_str(" ON CONFLICT (host, program, instance) DO UPDATE SET ");
-    let sets: Vec<String> = cols[3..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    let sets: Vec<String> = cols[3..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
     sql.push_str(&sets.join(", "));
     sql
 }
@@ -555,14 +564,19 @@ impl Db {
         let shown = redact(url);
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|source| StoreError::Url { url: shown.clone(), source })?
+                .map_err(|source| StoreError::Url {
+                    url: shown.clone(),
+                    source,
+                })?
                 .create_if_missing(create)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5));
             let file = opts.get_filename().to_path_buf();
             if !create && file != std::path::Path::new(":memory:") && !file.exists() {
-                return Err(StoreError::Missing { path: file.display().to_string() });
+                return Err(StoreError::Missing {
+                    path: file.display().to_string(),
+                });
             }
             if create {
                 if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -578,7 +592,10 @@ impl Db {
             Ok(Db::Sqlite(pool))
         } else {
             let opts = PgConnectOptions::from_str(url)
-                .map_err(|source| StoreError::Url { url: shown.clone(), source })?
+                .map_err(|source| StoreError::Url {
+                    url: shown.clone(),
+                    source,
+                })?
                 .application_name("ward");
             let pool = PgPoolOptions::new()
                 .max_connections(2)
@@ -606,7 +623,10 @@ impl Db {
 
     /// Every migration this ward knows, as `(version, description)`.
     pub fn known_migrations(&self) -> Vec<(i64, String)> {
-        self.migrator().iter().map(|m| (m.version, m.description.to_string())).collect()
+        self.migrator()
+            .iter()
+            .map(|m| (m.version, m.description.to_string()))
+            .collect()
     }
 
     /// Versions already applied (none when the bookkeeping table is absent).
@@ -626,12 +646,24 @@ impl Db {
             Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         };
-        result.map_err(|source| StoreError::Migrate { url: redact(url), source })?;
-        Ok(self.known_migrations().into_iter().filter(|(v, _)| !before.contains(v)).collect())
+        result.map_err(|source| StoreError::Migrate {
+            url: redact(url),
+            source,
+        })?;
+        Ok(self
+            .known_migrations()
+            .into_iter()
+            .filter(|(v, _)| !before.contains(v))
+            .collect())
     }
 
     /// Write `p` for `host` in one transaction.
-    pub async fn write(&self, host: &str, p: &Pending, now_ms: u64) -> Result<Written, sqlx::Error> {
+    pub async fn write(
+        &self,
+        host: &str,
+        p: &Pending,
+        now_ms: u64,
+    ) -> Result<Written, sqlx::Error> {
         match self {
             Db::Sqlite(pool) => write_batch!(pool, Dialect::Sqlite, host, p, now_ms),
             Db::Postgres(pool) => write_batch!(pool, Dialect::Postgres, host, p, now_ms),
@@ -676,10 +708,19 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact("postgres://ward:s3cr@t@db:5432/ward"), "postgres://ward:***@db:5432/ward");
+        assert_eq!(
+            redact("postgres://ward:s3cr@t@db:5432/ward"),
+            "postgres://ward:***@db:5432/ward"
+        );
         assert_eq!(redact("postgres://ward@db/ward"), "postgres://ward@db/ward");
-        assert_eq!(redact("postgres://db/ward?user=w&password=x&sslmode=disable"), "postgres://db/ward?user=w&password=***&sslmode=disable");
-        assert_eq!(redact("sqlite:///var/lib/ward/ward.db"), "sqlite:///var/lib/ward/ward.db");
+        assert_eq!(
+            redact("postgres://db/ward?user=w&password=x&sslmode=disable"),
+            "postgres://db/ward?user=w&password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact("sqlite:///var/lib/ward/ward.db"),
+            "sqlite:///var/lib/ward/ward.db"
+        );
     }
 
     #[test]

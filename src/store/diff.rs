@@ -351,7 +351,10 @@ impl Pending {
 }
 
 /// Keys of `existing` (rows of this host not yet `removed`) that are not in `current`.
-pub fn removed_keys(existing: &[WorkerKey], current: &BTreeMap<WorkerKey, String>) -> Vec<WorkerKey> {
+pub fn removed_keys(
+    existing: &[WorkerKey],
+    current: &BTreeMap<WorkerKey, String>,
+) -> Vec<WorkerKey> {
     let existing: BTreeSet<&WorkerKey> = existing.iter().collect();
     existing
         .into_iter()
@@ -416,7 +419,10 @@ mod tests {
         let d = observe(&mut seen, &s, 5, false);
         assert_eq!(kinds(&d), ["started", "running"]);
         let row = d.row.expect("a row on the first look");
-        assert_eq!((row.state.as_str(), row.pid, row.instance), ("running", Some(10), 1));
+        assert_eq!(
+            (row.state.as_str(), row.pid, row.instance),
+            ("running", Some(10), 1)
+        );
         assert!(!d.gap);
     }
 
@@ -434,7 +440,12 @@ mod tests {
         assert!(forced.events.is_empty());
         // New metrics are a change.
         seen.metrics.rss_bytes = Some(4096);
-        assert_eq!(observe(&mut seen, &s, 1001, false).row.and_then(|r| r.rss_bytes), Some(4096));
+        assert_eq!(
+            observe(&mut seen, &s, 1001, false)
+                .row
+                .and_then(|r| r.rss_bytes),
+            Some(4096)
+        );
     }
 
     #[test]
@@ -457,7 +468,10 @@ mod tests {
         assert_eq!(d.events[1].exit_code, Some(3));
         assert_eq!(d.events[2].delay_ms, Some(1000));
         let row = d.row.unwrap();
-        assert_eq!((row.last_exit_code, row.last_exit_at_ms, row.pid), (Some(3), Some(9), None));
+        assert_eq!(
+            (row.last_exit_code, row.last_exit_at_ms, row.pid),
+            (Some(3), Some(9), None)
+        );
         push(&mut s, 1009, Phase::Starting, Some(11), None);
         assert_eq!(kinds(&observe(&mut seen, &s, 1010, false)), ["restarted"]);
     }
@@ -469,7 +483,11 @@ mod tests {
         let mut seen = Seen::default();
         observe(&mut seen, &s, 1, false);
         for i in 0..20u64 {
-            let to = if i % 2 == 0 { Phase::Backoff } else { Phase::Starting };
+            let to = if i % 2 == 0 {
+                Phase::Backoff
+            } else {
+                Phase::Starting
+            };
             push(&mut s, 2 + i, to, Some(1), None);
         }
         let d = observe(&mut seen, &s, 30, false);
@@ -488,7 +506,10 @@ mod tests {
         push(&mut s, 3, Phase::Stopped, None, Some(Exit::Signal(15)));
         let d = observe(&mut Seen::default(), &s, 4, false);
         assert_eq!(kinds(&d), ["started", "stopping", "stopped"]);
-        assert_eq!((d.events[2].exit_code, d.events[2].exit_signal), (None, Some(15)));
+        assert_eq!(
+            (d.events[2].exit_code, d.events[2].exit_signal),
+            (None, Some(15))
+        );
     }
 
     fn row(program: &str, state: &str, at: u64) -> WorkerRow {
@@ -527,7 +548,10 @@ mod tests {
         for i in 0..5 {
             p.push_event(event(i), 3);
         }
-        assert_eq!(p.events.iter().map(|e| e.at_ms).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(
+            p.events.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
         assert_eq!(p.dropped, 2);
 
         let mut newer = Pending::default();
@@ -538,7 +562,10 @@ mod tests {
         p.prune_before_ms = Some(7);
         p.merge(newer, 3);
         assert_eq!(p.rows[&("a".to_string(), 1)].state, "backoff");
-        assert_eq!(p.events.iter().map(|e| e.at_ms).collect::<Vec<_>>(), [3, 4, 9]);
+        assert_eq!(
+            p.events.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+            [3, 4, 9]
+        );
         assert_eq!(p.dropped, 4);
         assert_eq!(p.prune_before_ms, Some(7));
         assert_eq!(p.len(), 5);
@@ -546,8 +573,16 @@ mod tests {
 
     #[test]
     fn removed_are_the_rows_missing_from_the_config() {
-        let existing = vec![("a".to_string(), 0), ("b".to_string(), 0), ("b".to_string(), 1)];
-        let current: BTreeMap<WorkerKey, String> = [(("a".to_string(), 0), "a".to_string()), (("b".to_string(), 0), "b:0".to_string())].into();
+        let existing = vec![
+            ("a".to_string(), 0),
+            ("b".to_string(), 0),
+            ("b".to_string(), 1),
+        ];
+        let current: BTreeMap<WorkerKey, String> = [
+            (("a".to_string(), 0), "a".to_string()),
+            (("b".to_string(), 0), "b:0".to_string()),
+        ]
+        .into();
         assert_eq!(removed_keys(&existing, &current), [("b".to_string(), 1)]);
     }
 }

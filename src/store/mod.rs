@@ -80,7 +80,11 @@ pub fn spawn(config: &Config, sup: Arc<Supervisor>) -> Option<StoreHandle> {
         return None;
     }
     let url = database_url(&config.supervisor);
-    let backend = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+    let backend = if url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
     let health = Arc::new(Mutex::new(StoreStatus {
         backend: backend.into(),
         url: redact(&url),
@@ -101,7 +105,10 @@ pub fn spawn(config: &Config, sup: Arc<Supervisor>) -> Option<StoreHandle> {
         next_try: Instant::now(),
         outage: None,
     };
-    let writer = tokio::spawn(tracing::Instrument::instrument(writer.run(rx), span.clone()));
+    let writer = tokio::spawn(tracing::Instrument::instrument(
+        writer.run(rx),
+        span.clone(),
+    ));
     let observer = Observer::new(config, sup, health, tx);
     let observer = tokio::spawn(tracing::Instrument::instrument(observer.run(stop_rx), span));
     Some(StoreHandle {
@@ -122,7 +129,10 @@ impl StoreHandle {
         match tokio::time::timeout(deadline, done_rx).await {
             Ok(Ok(true)) => tracing::debug!("status tables flushed"),
             Ok(_) => tracing::warn!("could not write the final state to the status tables"),
-            Err(_) => tracing::warn!(?deadline, "gave up writing the final state to the status tables"),
+            Err(_) => tracing::warn!(
+                ?deadline,
+                "gave up writing the final state to the status tables"
+            ),
         }
         self.observer.abort();
         self.writer.abort();
@@ -150,7 +160,12 @@ struct Observer {
 }
 
 impl Observer {
-    fn new(config: &Config, sup: Arc<Supervisor>, health: Arc<Mutex<StoreStatus>>, tx: mpsc::Sender<Msg>) -> Observer {
+    fn new(
+        config: &Config,
+        sup: Arc<Supervisor>,
+        health: Arc<Mutex<StoreStatus>>,
+        tx: mpsc::Sender<Msg>,
+    ) -> Observer {
         Observer {
             started_at_ms: sup.started_at_ms,
             sup,
@@ -242,7 +257,11 @@ impl Observer {
     /// of removed instances get marked.
     fn follow_generation(&mut self) {
         let current = self.sup.current();
-        if self.generation.as_ref().is_some_and(|g| Arc::ptr_eq(g, &current)) {
+        if self
+            .generation
+            .as_ref()
+            .is_some_and(|g| Arc::ptr_eq(g, &current))
+        {
             return;
         }
         let mut keys = BTreeMap::new();
@@ -259,7 +278,10 @@ impl Observer {
                     t.seen.new_actor();
                     Tracked { rx, seen: t.seen }
                 }
-                None => Tracked { rx, seen: Seen::default() },
+                None => Tracked {
+                    rx,
+                    seen: Seen::default(),
+                },
             };
             let mut entry = entry;
             if entry.seen.never_sent() {
@@ -267,7 +289,10 @@ impl Observer {
                 entry.rx.mark_changed();
             }
             let snap = entry.rx.borrow();
-            keys.insert((snap.program.clone(), i64::from(snap.instance)), snap.name.clone());
+            keys.insert(
+                (snap.program.clone(), i64::from(snap.instance)),
+                snap.name.clone(),
+            );
             drop(snap);
             tracked.insert(h.id.clone(), entry);
         }
@@ -297,14 +322,18 @@ impl Observer {
             if d.gap {
                 gaps += 1;
                 self.local.dropped += 1;
-                self.local.push_event(gap_event(&snap, now), MAX_PENDING_EVENTS);
+                self.local
+                    .push_event(gap_event(&snap, now), MAX_PENDING_EVENTS);
             }
             for e in d.events {
                 self.local.push_event(e, MAX_PENDING_EVENTS);
             }
         }
         if gaps > 0 {
-            tracing::debug!(instances = gaps, "transitions were faster than the store could look; some events were not recorded");
+            tracing::debug!(
+                instances = gaps,
+                "transitions were faster than the store could look; some events were not recorded"
+            );
         }
     }
 
@@ -443,13 +472,18 @@ impl Writer {
                     );
                 }
                 if written.removed > 0 {
-                    tracing::info!(instances = written.removed, "marked programs no longer in the config as `removed` in the status tables");
+                    tracing::info!(
+                        instances = written.removed,
+                        "marked programs no longer in the config as `removed` in the status tables"
+                    );
                 }
                 true
             }
             Err(error) => {
                 self.failures += 1;
-                let delay = RETRY_FIRST.saturating_mul(1 << self.failures.min(8)).min(RETRY_MAX);
+                let delay = RETRY_FIRST
+                    .saturating_mul(1 << self.failures.min(8))
+                    .min(RETRY_MAX);
                 self.next_try = Instant::now() + delay;
                 let mut h = lock(&self.health);
                 h.connected = false;
@@ -477,6 +511,8 @@ impl Writer {
             self.db = Some(db);
         }
         let db = self.db.as_ref().expect("opened above");
-        db.write(&self.host, &self.pending, now_ms()).await.map_err(|e| StoreError::Query(e).chain())
+        db.write(&self.host, &self.pending, now_ms())
+            .await
+            .map_err(|e| StoreError::Query(e).chain())
     }
 }
