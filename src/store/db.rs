@@ -133,10 +133,11 @@ impl Dialect {
 
     /// A boolean expression read back as 0/1.
     fn flag(self, col: &str) -> String {
-        match self {
-            Dialect::Sqlite => format!("CAST({col} AS INTEGER)"),
-            Dialect::Postgres => format!("({col})::int8"),
-        }
+        let int = match self {
+            Dialect::Sqlite => "INTEGER",
+            Dialect::Postgres => "BIGINT",
+        };
+        format!("CAST(CASE WHEN {col} THEN 1 ELSE 0 END AS {int})")
     }
 }
 
