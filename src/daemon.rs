@@ -128,8 +128,10 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     for (label, pgid) in reaper::kill_leftovers(&records) {
         tracing::warn!(program = %label, pgid, "killed a process group left by a previous ward that did not stop cleanly");
     }
+    let _ = fs::remove_dir_all(state_dir.join("notify"));
     let reaper = Reaper::start(records).map_err(DaemonError::Reaper)?;
     let socket_path = config.supervisor.socket.clone();
+    let sup_http = config.supervisor.http;
     let listener =
         server::bind(&socket_path, config.supervisor.socket_group.as_ref()).map_err(|source| {
             DaemonError::Socket {
@@ -149,6 +151,8 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
             .unwrap_or_else(|| PathBuf::from("/")),
         is_root: nix::unistd::geteuid().is_root(),
         registry: Default::default(),
+        notify_dir: state_dir.join("notify"),
+        http: sup_http,
     });
     let sup = Arc::new(Supervisor::new(config, ctx));
     let count = sup.handles().len();
@@ -156,6 +160,7 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     let store = crate::store::spawn(&sup.config(), sup.clone());
     let (down, mut down_rx) = watch::channel(false);
     tokio::spawn(server::serve(listener, sup.clone(), down.clone()));
+    crate::watch::spawn(sup.clone());
 
     for h in sup.handles().iter().filter(|h| h.program.autostart) {
         h.send(Request::Start);

@@ -19,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod exit;
+pub mod heartbeat;
 pub mod logs;
 pub mod procfs;
 pub mod program;
@@ -26,3 +27,20 @@ pub mod reaper;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod watch;
+
+/// Send one sd_notify datagram to `socket` (a path, or `@name` for the
+/// abstract namespace), as `systemd-notify` does.
+pub fn sdnotify_send(socket: &std::ffi::OsStr, payload: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    let bytes = socket.as_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        sock.send_to_addr(payload, &addr)?;
+    } else {
+        sock.send_to(payload, std::path::Path::new(socket))?;
+    }
+    Ok(())
+}

@@ -49,6 +49,8 @@ pub struct SpawnRequest {
     pub creds: Option<Creds>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// Kept open across exec under its own number (Node's `NODE_CHANNEL_FD`).
+    pub ipc: Option<OwnedFd>,
     /// Instance id, written into the pid record for diagnostics.
     pub label: String,
 }
@@ -179,7 +181,14 @@ impl ProcessThread {
     fn spawn(&mut self, req: SpawnRequest) -> Result<Spawned, SpawnError> {
         let program = req.argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
+        // ward's own supervisor's variables are not for its children; the
+        // program's env (set after) may bring its own NOTIFY_SOCKET.
         cmd.args(&req.argv[1..])
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
             .envs(
                 req.env
                     .iter()
@@ -191,12 +200,21 @@ impl ProcessThread {
             .stderr(Stdio::from(req.stderr));
         let parent = std::process::id() as libc::pid_t;
         let creds = req.creds.clone();
+        let ipc_fd = req
+            .ipc
+            .as_ref()
+            .map(std::os::fd::AsRawFd::as_raw_fd);
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe system calls; it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(io::Error::last_os_error());
+                }
+                if let Some(fd) = ipc_fd {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 if let Some(c) = &creds {
                     if libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0

@@ -118,6 +118,8 @@ enum Command {
     Down,
     /// Re-read the config and apply only what changed (as SIGHUP does)
     Reload,
+    /// Send a heartbeat: from inside a program (its NOTIFY_SOCKET), or for NAME
+    Beat(BeatArgs),
     /// Show program output: the last lines, then new ones with -f
     Logs {
         /// A program or instance; all programs merged when absent
@@ -149,6 +151,39 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct BeatArgs {
+    /// The program (through the control socket); inside a program, omit it
+    name: Option<String>,
+    /// The worker is ready (READY=1)
+    #[arg(long)]
+    ready: bool,
+    /// The worker is shutting down (STOPPING=1)
+    #[arg(long)]
+    stopping: bool,
+    /// Free status text, e.g. idle or processing
+    #[arg(long)]
+    status: Option<String>,
+    /// Jobs processed: N (absolute) or +N (increment)
+    #[arg(long, allow_hyphen_values = true)]
+    jobs: Option<String>,
+    /// Errors: N (absolute) or +N (increment)
+    #[arg(long, allow_hyphen_values = true)]
+    errors: Option<String>,
+    /// What the worker is doing now
+    #[arg(long)]
+    task: Option<String>,
+    /// The last error, as text
+    #[arg(long = "error")]
+    last_error: Option<String>,
+    /// The worker's circuit breaker: open or closed
+    #[arg(long, value_parser = ["open", "closed"])]
+    circuit: Option<String>,
+    /// Metadata entries, KEY=VALUE (repeatable)
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    meta: Vec<String>,
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -242,6 +277,7 @@ fn run(cli: Cli) -> u8 {
             })
         }
         Command::Reload => reload(&cli),
+        Command::Beat(ref args) => beat(&cli, args),
         Command::Logs {
             ref name,
             lines,
@@ -503,6 +539,69 @@ fn action(cli: &Cli, req: Request) -> u8 {
         let actions: Actions = c.call(&req)?;
         Ok(print_actions(&actions))
     })
+}
+
+fn beat(cli: &Cli, args: &BeatArgs) -> u8 {
+    use crate::control::protocol::BeatFields;
+    let mut metadata = serde_json::Map::new();
+    for kv in &args.meta {
+        let Some((k, v)) = kv.split_once('=') else {
+            print_error(
+                &format!("`--meta {kv}` is not KEY=VALUE"),
+                Some("e.g. --meta queue=emails"),
+            );
+            return exit_codes::USAGE;
+        };
+        let value =
+            serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        metadata.insert(k.to_string(), value);
+    }
+    let fields = BeatFields {
+        ready: args.ready,
+        stopping: args.stopping,
+        status: args.status.clone(),
+        jobs: args.jobs.clone(),
+        errors: args.errors.clone(),
+        task: args.task.clone(),
+        last_error: args.last_error.clone(),
+        circuit_open: args.circuit.as_deref().map(|c| c == "open"),
+        metadata: (!metadata.is_empty()).then_some(metadata),
+    };
+    if let Err(e) = fields.to_beat() {
+        print_error(&e, Some("counters are N or +N, never negative"));
+        return exit_codes::USAGE;
+    }
+    match &args.name {
+        Some(name) => action(
+            cli,
+            Request::Beat {
+                name: name.clone(),
+                beat: fields,
+            },
+        ),
+        None => match std::env::var_os("NOTIFY_SOCKET") {
+            Some(path) => match crate::sdnotify_send(&path, fields.to_datagram().as_bytes()) {
+                Ok(()) => exit_codes::OK,
+                Err(e) => {
+                    print_error(
+                        &format!(
+                            "cannot send to NOTIFY_SOCKET `{}`: {e}",
+                            path.to_string_lossy()
+                        ),
+                        Some("is the program still running under ward?"),
+                    );
+                    exit_codes::FAILED
+                }
+            },
+            None => {
+                print_error(
+                    &"no program named, and not inside a program run by ward (NOTIFY_SOCKET is unset)",
+                    Some("name the program (`ward beat worker --jobs +1`), or run this from inside it"),
+                );
+                exit_codes::USAGE
+            }
+        },
+    }
 }
 
 fn reload(cli: &Cli) -> u8 {

@@ -22,15 +22,19 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
     let headers = [
         "NAME",
         "STATE",
+        "HEALTH",
         "PID",
         "UPTIME",
         "RESTARTS",
         "LAST EXIT",
         "CPU",
         "MEM",
+        "LAST BEAT",
+        "JOBS",
+        "ERRORS",
         "INFO",
     ];
-    let rows: Vec<[String; 9]> = report.programs.iter().map(|p| row(p, now_ms)).collect();
+    let rows: Vec<[String; 13]> = report.programs.iter().map(|p| row(p, now_ms)).collect();
     let mut widths = headers.map(str::len);
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
@@ -43,7 +47,7 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
         for (i, cell) in cells.iter().enumerate() {
             let pad = widths[i].saturating_sub(cell.chars().count());
             match (i, phase, color) {
-                (1, Some(ph), true) => {
+                (1 | 2, Some(ph), true) => {
                     let _ = write!(out, "{}{cell}{RESET}", colour(ph));
                 }
                 _ => out.push_str(cell),
@@ -96,7 +100,7 @@ pub fn print(report: &StatusReport, color: bool, detail: bool) {
     );
 }
 
-fn row(p: &ProgramStatus, now_ms: u64) -> [String; 9] {
+fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
     let s = &p.snapshot;
     let dash = || "-".to_string();
     let last_exit = s
@@ -105,6 +109,10 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 9] {
         .map(|e| format!("{} ({} ago)", e.exit, ago(now_ms.saturating_sub(e.at_ms))))
         .unwrap_or_else(dash);
     let mut info = match s.state {
+        Phase::Running if s.message.is_some() && s.health != crate::heartbeat::Health::Healthy => {
+            s.message.clone().unwrap_or_default()
+        }
+        Phase::Running | Phase::Starting => s.heartbeat.status.clone().unwrap_or_default(),
         Phase::Backoff => s
             .next_start_ms
             .map(|t| format!("restart in {}", ago(t.saturating_sub(now_ms))))
@@ -119,9 +127,12 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 9] {
         }
         info.push_str(&format!("log: {} dropped", bytes(p.log.bytes_dropped)));
     }
+    let hb = &s.heartbeat;
+    let beaten = hb.beats > 0;
     [
         s.name.clone(),
         s.state.as_str().to_string(),
+        s.health.as_str().to_string(),
         s.pid.map(|p| p.to_string()).unwrap_or_else(dash),
         p.uptime_ms.map(ago).unwrap_or_else(dash),
         s.restarts.to_string(),
@@ -130,6 +141,19 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 9] {
             .map(|c| format!("{c:.1}%"))
             .unwrap_or_else(dash),
         p.rss_bytes.map(bytes).unwrap_or_else(dash),
+        hb.last_beat_ms
+            .map(|t| format!("{} ago", ago(now_ms.saturating_sub(t))))
+            .unwrap_or_else(dash),
+        if beaten {
+            hb.jobs_processed.to_string()
+        } else {
+            dash()
+        },
+        if beaten {
+            hb.error_count.to_string()
+        } else {
+            dash()
+        },
         info,
     ]
 }

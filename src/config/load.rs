@@ -16,8 +16,8 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use super::diag::{unknown_key_hint, ConfigError, Diagnostic, Diagnostics, LineIndex, Loc};
 use super::envfile::parse_env_file;
 use super::model::{
-    defaults, BackoffPolicy, CommandSpec, Config, Group, LogPolicy, Program, RestartPolicy,
-    StderrTarget, StoreSettings, SupervisorSettings, User,
+    defaults, BackoffPolicy, CommandSpec, Config, Group, HeartbeatPolicy, LogPolicy, OnHung,
+    Program, ReadyMode, RestartPolicy, StderrTarget, StoreSettings, SupervisorSettings, User,
 };
 use super::system::System;
 use super::units::{parse_duration, parse_signal, parse_size};
@@ -29,6 +29,8 @@ pub(crate) const SUPERVISOR_KEYS: &[&str] = &[
     "socket_group",
     "host",
     "log",
+    "watch_config",
+    "http",
     "database",
     "database_url_env",
 ];
@@ -55,6 +57,19 @@ pub(crate) const PROGRAM_KEYS: &[&str] = &[
     "stop_signal",
     "stop_timeout",
     "log",
+    "watch",
+    "watch_ignore",
+    "watch_delay",
+    "ready",
+    "ready_timeout",
+    "heartbeat",
+];
+pub(crate) const HEARTBEAT_KEYS: &[&str] = &[
+    "interval",
+    "stale_after",
+    "hung_after",
+    "on_hung",
+    "watchdog_signal",
 ];
 pub(crate) const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter"];
 pub(crate) const LOG_KEYS: &[&str] = &[
@@ -160,6 +175,21 @@ struct Layer {
     stop_signal: Option<Signal>,
     stop_timeout: Option<Duration>,
     log: LogLayer,
+    watch: Option<Vec<String>>,
+    watch_ignore: Option<Vec<String>>,
+    watch_delay: Option<Duration>,
+    ready: Option<ReadyMode>,
+    ready_timeout: Option<Duration>,
+    heartbeat: HeartbeatLayer,
+}
+
+#[derive(Default, Clone, Copy)]
+struct HeartbeatLayer {
+    interval: Option<Duration>,
+    stale_after: Option<Duration>,
+    hung_after: Option<Duration>,
+    on_hung: Option<OnHung>,
+    watchdog_signal: Option<Signal>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -554,6 +584,8 @@ impl Walker<'_> {
             log: LogPolicy::default(),
             database: default_database(&state_dir),
             database_url_env: None,
+            watch_config: false,
+            http: None,
         }
     }
 
@@ -623,6 +655,30 @@ impl Walker<'_> {
                         }
                     }
                 }
+                "watch_config" => {
+                    if let Some(b) = self.boolean(&e, CTX) {
+                        s.watch_config = b;
+                    }
+                }
+                "http" => {
+                    if let Some(v) = self.string(&e, CTX) {
+                        match v.parse::<std::net::SocketAddr>() {
+                            Ok(addr) if addr.ip().is_loopback() => s.http = Some(addr),
+                            Ok(addr) => self.bad_value(
+                                &e,
+                                format!("`{addr}` is not a loopback address"),
+                                CTX,
+                                Some("heartbeats are served on loopback only: use 127.0.0.1:PORT or [::1]:PORT".into()),
+                            ),
+                            Err(_) => self.bad_value(
+                                &e,
+                                format!("`{v}` is not an address with a port"),
+                                CTX,
+                                Some("write it as \"127.0.0.1:9750\"".into()),
+                            ),
+                        }
+                    }
+                }
                 _ => unreachable!("entries() only returns known keys"),
             }
         }
@@ -675,6 +731,50 @@ impl Walker<'_> {
             }
         }
         l
+    }
+
+    fn heartbeat(&mut self, t: &dyn TableLike, at: Loc, ctx: &str) -> HeartbeatLayer {
+        let mut h = HeartbeatLayer::default();
+        for e in self.entries(t, HEARTBEAT_KEYS, "heartbeat.", ctx, at) {
+            match &e.key["heartbeat.".len()..] {
+                "interval" => {
+                    h.interval = self.duration(&e, ctx).filter(|d| {
+                        if d.is_zero() {
+                            self.bad_value(
+                                &e,
+                                "`0s` is not an interval".into(),
+                                ctx,
+                                Some("remove `interval` to expect no heartbeats".into()),
+                            );
+                        }
+                        !d.is_zero()
+                    })
+                }
+                "stale_after" => h.stale_after = self.duration(&e, ctx),
+                "hung_after" => h.hung_after = self.duration(&e, ctx),
+                "on_hung" => {
+                    if let Some(v) = self.string(&e, ctx) {
+                        h.on_hung = match v.as_str() {
+                            "restart" => Some(OnHung::Restart),
+                            "alert" => Some(OnHung::Alert),
+                            "none" => Some(OnHung::None),
+                            _ => {
+                                self.bad_value(
+                                    &e,
+                                    format!("unknown action `{v}`"),
+                                    ctx,
+                                    Some("use `restart`, `alert` or `none`".into()),
+                                );
+                                None
+                            }
+                        };
+                    }
+                }
+                "watchdog_signal" => h.watchdog_signal = self.signal(&e, ctx),
+                _ => unreachable!("entries() only returns known keys"),
+            }
+        }
+        h
     }
 
     fn backoff(&mut self, t: &dyn TableLike, at: Loc, ctx: &str) -> BackoffLayer {
@@ -858,6 +958,39 @@ impl Walker<'_> {
                 }
                 "stop_signal" => l.stop_signal = self.signal(&e, ctx),
                 "stop_timeout" => l.stop_timeout = self.duration(&e, ctx),
+                "watch" => l.watch = self.strings(&e, ctx),
+                "watch_ignore" => l.watch_ignore = self.strings(&e, ctx),
+                "watch_delay" => l.watch_delay = self.duration(&e, ctx),
+                "ready" => {
+                    if let Some(v) = self.string(&e, ctx) {
+                        l.ready = match v.as_str() {
+                            "started" => Some(ReadyMode::Started),
+                            "uptime" => Some(ReadyMode::Uptime),
+                            "notify" => Some(ReadyMode::Notify),
+                            "heartbeat" => Some(ReadyMode::Heartbeat),
+                            "ipc" => Some(ReadyMode::Ipc),
+                            _ => {
+                                self.bad_value(
+                                    &e,
+                                    format!("unknown readiness mode `{v}`"),
+                                    ctx,
+                                    Some(
+                                        "use `started`, `uptime`, `notify`, `heartbeat` or `ipc`"
+                                            .into(),
+                                    ),
+                                );
+                                None
+                            }
+                        };
+                    }
+                }
+                "ready_timeout" => l.ready_timeout = self.duration(&e, ctx),
+                "heartbeat" => {
+                    if let Some(t) = self.table(&e, ctx) {
+                        let at = self.table_loc(e.item, e.key_loc);
+                        l.heartbeat = self.heartbeat(t, at, ctx);
+                    }
+                }
                 "log" => {
                     if let Some(t) = self.table(&e, ctx) {
                         let at = self.table_loc(e.item, e.key_loc);
@@ -978,6 +1111,29 @@ impl Walker<'_> {
                 None
             }
         }
+    }
+
+    fn strings(&mut self, e: &Entry<'_>, ctx: &str) -> Option<Vec<String>> {
+        let Some(a) = e.item.as_array() else {
+            self.wrong_type(e, "an array of strings", ctx, None);
+            return None;
+        };
+        let mut out = Vec::new();
+        for v in a.iter() {
+            match v.as_str() {
+                Some(s) => out.push(s.to_owned()),
+                None => {
+                    let loc = self.span_loc(v.span()).unwrap_or(e.val_loc);
+                    self.diag(
+                        loc,
+                        &e.key,
+                        format!("expected a string, found {} in {ctx}", found_value(v)),
+                        None,
+                    );
+                }
+            }
+        }
+        Some(out)
     }
 
     fn depends_on(&mut self, e: &Entry<'_>, ctx: &str) -> Option<Vec<(String, Loc)>> {
@@ -1243,6 +1399,47 @@ impl Walker<'_> {
                 );
             }
 
+            let (hl, hd) = (&l.heartbeat, &d.heartbeat);
+            let interval = hl.interval.or(hd.interval);
+            let stale_after = hl.stale_after.or(hd.stale_after);
+            let hung_after = hl.hung_after.or(hd.hung_after);
+            let heartbeat = HeartbeatPolicy {
+                interval,
+                stale_after: stale_after
+                    .or(interval.map(|i| i * defaults::STALE_FACTOR))
+                    .unwrap_or(Duration::ZERO),
+                hung_after: hung_after
+                    .or(interval.map(|i| i * defaults::HUNG_FACTOR))
+                    .unwrap_or(Duration::ZERO),
+                on_hung: hl.on_hung.or(hd.on_hung).unwrap_or(defaults::ON_HUNG),
+                watchdog_signal: hl
+                    .watchdog_signal
+                    .or(hd.watchdog_signal)
+                    .unwrap_or(defaults::WATCHDOG_SIGNAL),
+            };
+            if interval.is_none() && (stale_after.is_some() || hung_after.is_some()) {
+                self.diag(
+                    p.header,
+                    "heartbeat.interval",
+                    format!(
+                        "`stale_after`/`hung_after` are set but `heartbeat.interval` is not, in {}",
+                        p.ctx
+                    ),
+                    Some("set `heartbeat.interval` (e.g. \"30s\"): deadlines count from it".into()),
+                );
+            }
+            if interval.is_some() && heartbeat.hung_after < heartbeat.stale_after {
+                self.diag(
+                    p.header,
+                    "heartbeat.hung_after",
+                    format!(
+                        "hung_after ({:?}) is shorter than stale_after ({:?}) in {}",
+                        heartbeat.hung_after, heartbeat.stale_after, p.ctx
+                    ),
+                    Some("a worker goes stale before it is hung: raise `hung_after`".into()),
+                );
+            }
+
             let mut env = l
                 .env_file
                 .clone()
@@ -1294,6 +1491,26 @@ impl Walker<'_> {
                     .or(d.stop_timeout)
                     .unwrap_or(defaults::STOP_TIMEOUT),
                 log: l.log.over(&d.log).policy(),
+                watch: l
+                    .watch
+                    .clone()
+                    .or_else(|| d.watch.clone())
+                    .unwrap_or_default(),
+                watch_ignore: l
+                    .watch_ignore
+                    .clone()
+                    .or_else(|| d.watch_ignore.clone())
+                    .unwrap_or_default(),
+                watch_delay: l
+                    .watch_delay
+                    .or(d.watch_delay)
+                    .unwrap_or(defaults::WATCH_DELAY),
+                ready: l.ready.or(d.ready).unwrap_or(defaults::READY),
+                ready_timeout: l
+                    .ready_timeout
+                    .or(d.ready_timeout)
+                    .unwrap_or(defaults::READY_TIMEOUT),
+                heartbeat,
             });
         }
         self.cycles(&names, &graph);

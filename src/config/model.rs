@@ -64,6 +64,10 @@ pub struct SupervisorSettings {
     /// instead of `database` (keeps passwords out of the file). Read when the
     /// database is opened, not at load time.
     pub database_url_env: Option<String>,
+    /// Reload by itself when the config file changes on disk.
+    pub watch_config: bool,
+    /// Loopback address of the heartbeat HTTP endpoint; off when `None`.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// One `[[program]]` table with `[defaults]` applied.
@@ -96,6 +100,68 @@ pub struct Program {
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
     pub log: LogPolicy,
+    /// Paths (relative to `cwd`) or globs whose change restarts the program.
+    pub watch: Vec<String>,
+    /// Paths or globs whose changes are ignored (on top of `.git`,
+    /// `node_modules` and ward's state dir).
+    pub watch_ignore: Vec<String>,
+    /// Quiet time after a change before the restart.
+    pub watch_delay: Duration,
+    /// What makes the program ready (running, and `depends_on` satisfied).
+    pub ready: ReadyMode,
+    /// Not ready within this long: a failed start.
+    pub ready_timeout: Duration,
+    pub heartbeat: HeartbeatPolicy,
+}
+
+/// When a started program counts as ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// As soon as it is spawned.
+    Started,
+    /// Once it has stayed up for `min_uptime` (the default).
+    Uptime,
+    /// When it sends `READY=1` on its `NOTIFY_SOCKET` (systemd's protocol).
+    Notify,
+    /// At its first heartbeat, from any source.
+    Heartbeat,
+    /// When it calls `process.send('ready')` on its IPC channel (PM2 style).
+    Ipc,
+}
+
+/// What to do when a program's heartbeats stop for `hung_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnHung {
+    /// Stop it with `watchdog_signal` (then SIGKILL) and let the restart policy act.
+    Restart,
+    /// Record and show it; do nothing to the process.
+    Alert,
+    None,
+}
+
+/// `[program.heartbeat]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeartbeatPolicy {
+    /// Expected time between beats; `None` = no liveness deadlines.
+    pub interval: Option<Duration>,
+    /// No beat for this long: `stale` (a warning). Zero without an interval.
+    pub stale_after: Duration,
+    /// No beat for this long: `hung`, and `on_hung` acts.
+    pub hung_after: Duration,
+    pub on_hung: OnHung,
+    pub watchdog_signal: Signal,
+}
+
+impl Default for HeartbeatPolicy {
+    fn default() -> Self {
+        HeartbeatPolicy {
+            interval: None,
+            stale_after: Duration::ZERO,
+            hung_after: Duration::ZERO,
+            on_hung: defaults::ON_HUNG,
+            watchdog_signal: defaults::WATCHDOG_SIGNAL,
+        }
+    }
 }
 
 /// How to run a program.
@@ -307,6 +373,15 @@ pub mod defaults {
     pub const STORE_ENABLED: bool = true;
     pub const STORE_EVENTS_RETENTION: Duration = Duration::from_secs(30 * 86_400);
     pub const STORE_REFRESH: Duration = Duration::from_secs(5);
+    pub const WATCH_DELAY: Duration = Duration::from_millis(500);
+    pub const READY: super::ReadyMode = super::ReadyMode::Uptime;
+    pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+    /// `stale_after` = this × `heartbeat.interval` unless set.
+    pub const STALE_FACTOR: u32 = 3;
+    /// `hung_after` = this × `heartbeat.interval` unless set.
+    pub const HUNG_FACTOR: u32 = 10;
+    pub const ON_HUNG: super::OnHung = super::OnHung::Restart;
+    pub const WATCHDOG_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGABRT;
     /// State dir when ward runs as root.
     pub const ROOT_STATE_DIR: &str = "/var/lib/ward";
     /// Config search path after `-c` and `WARD_CONFIG`.

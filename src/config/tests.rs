@@ -1003,6 +1003,22 @@ fn documented_defaults_match_the_code() {
     assert_eq!(dur("stable_after"), defaults::STABLE_AFTER);
     assert_eq!(num("max_restarts"), f64::from(defaults::MAX_RESTARTS));
     assert_eq!(dur("stop_timeout"), defaults::STOP_TIMEOUT);
+    assert_eq!(dur("watch_delay"), defaults::WATCH_DELAY);
+    assert_eq!(dur("ready_timeout"), defaults::READY_TIMEOUT);
+    assert_eq!(
+        parse_signal(d("heartbeat.watchdog_signal")),
+        Ok(defaults::WATCHDOG_SIGNAL)
+    );
+    let src = format!(
+        "[[program]]\nname = \"a\"\ncommand = \"x\"\nready = \"{}\"\n[program.heartbeat]\ninterval = \"1s\"\non_hung = \"{}\"\n",
+        d("ready"),
+        d("heartbeat.on_hung")
+    );
+    let p = &ok(&src).programs[0];
+    assert_eq!(p.ready, defaults::READY);
+    assert_eq!(p.heartbeat.on_hung, defaults::ON_HUNG);
+    assert_eq!(p.heartbeat.stale_after, std::time::Duration::from_secs(3));
+    assert_eq!(p.heartbeat.hung_after, std::time::Duration::from_secs(10));
     assert_eq!(parse_size(d("log.max_size")), Ok(defaults::LOG_MAX_SIZE));
     assert_eq!(num("log.keep"), f64::from(defaults::LOG_KEEP));
     assert_eq!(num("instances"), f64::from(defaults::INSTANCES));

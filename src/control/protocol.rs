@@ -47,6 +47,102 @@ pub enum Request {
     },
     /// Stop every program, reply, then exit the daemon. Replies with [`Actions`].
     Down,
+    /// A heartbeat for every instance of `name`, sent by an operator (or a
+    /// script) through the socket. Replies with [`Actions`].
+    Beat {
+        name: String,
+        #[serde(default)]
+        beat: BeatFields,
+    },
+}
+
+/// The fields of a heartbeat sent through the control socket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeatFields {
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub stopping: bool,
+    #[serde(default)]
+    pub status: Option<String>,
+    /// `N` (absolute) or `+N` (increment).
+    #[serde(default)]
+    pub jobs: Option<String>,
+    #[serde(default)]
+    pub errors: Option<String>,
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub circuit_open: Option<bool>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl BeatFields {
+    pub fn to_beat(&self) -> Result<crate::heartbeat::Beat, String> {
+        use crate::heartbeat::{Beat, Counter, MAX_METADATA};
+        let counter = |v: &Option<String>| v.as_deref().map(Counter::parse).transpose();
+        if let Some(m) = &self.metadata {
+            let size = serde_json::to_string(m).map(|s| s.len()).unwrap_or(0);
+            if size > MAX_METADATA {
+                return Err(format!(
+                    "metadata is {size} bytes; the limit is {MAX_METADATA}"
+                ));
+            }
+        }
+        Ok(Beat {
+            ready: self.ready,
+            stopping: self.stopping,
+            status: self.status.clone(),
+            jobs: counter(&self.jobs)?,
+            errors: counter(&self.errors)?,
+            task: self.task.clone(),
+            last_error: self.last_error.clone(),
+            circuit_open: self.circuit_open,
+            metadata: self.metadata.clone(),
+            ..Beat::default()
+        })
+    }
+
+    /// The same beat as sd_notify assignments (ward's `X_WARD_*` keys).
+    pub fn to_datagram(&self) -> String {
+        let mut lines: Vec<String> = Vec::new();
+        let mut put = |k: &str, v: &str| lines.push(format!("{k}={}", v.replace('\n', " ")));
+        if self.ready {
+            put("READY", "1");
+        }
+        if self.stopping {
+            put("STOPPING", "1");
+        }
+        if let Some(s) = &self.status {
+            put("STATUS", s);
+        }
+        if let Some(j) = &self.jobs {
+            put("X_WARD_JOBS", j);
+        }
+        if let Some(e) = &self.errors {
+            put("X_WARD_ERRORS", e);
+        }
+        if let Some(t) = &self.task {
+            put("X_WARD_TASK", t);
+        }
+        if let Some(e) = &self.last_error {
+            put("X_WARD_ERROR", e);
+        }
+        if let Some(c) = self.circuit_open {
+            put("X_WARD_CIRCUIT_OPEN", if c { "1" } else { "0" });
+        }
+        if let Some(m) = &self.metadata {
+            put("X_WARD_META", &serde_json::to_string(m).unwrap_or_default());
+        }
+        if lines.is_empty() {
+            lines.push("WATCHDOG=1".into());
+        }
+        lines.join("\n")
+    }
 }
 
 /// The envelope of every reply.

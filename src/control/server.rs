@@ -194,6 +194,28 @@ async fn handle(req: Request, sup: &Arc<Supervisor>) -> Reply {
                 Some("fix the file (see `ward check`), then `ward reload` again".into()),
             ),
         },
+        Request::Beat { name, beat } => {
+            let beat = match beat.to_beat() {
+                Ok(b) => b,
+                Err(e) => return Reply::error(format!("bad heartbeat: {e}"), None),
+            };
+            let handles = match sup.resolve(std::slice::from_ref(&name)) {
+                Ok(h) => h,
+                Err(e) => return Reply::error(e.to_string(), Some(e.hint())),
+            };
+            let mut results = Vec::new();
+            for h in handles {
+                let r = h.beat(beat.clone(), program::BeatAuth::Operator).await;
+                results.push(crate::control::protocol::ActionResult {
+                    name: h.id.clone(),
+                    ok: r.is_ok(),
+                    message: r
+                        .map(|()| "heartbeat recorded".to_string())
+                        .unwrap_or_else(|e| e),
+                });
+            }
+            Reply::data(&Actions { results })
+        }
         Request::ReopenLogs => {
             sup.reopen_logs();
             Reply::data(&Actions { results: vec![] })

@@ -17,14 +17,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 
 use super::state::{after_exit, AfterExit, Phase, RunEnd};
-use super::{Context, LastExit, Outcome, Request, Snapshot, Transition};
+use super::{BeatAuth, BeatMsg, Context, LastExit, Outcome, Request, Snapshot, Transition};
 use crate::backoff::Jitter;
 use crate::config::Instance;
+use crate::config::{OnHung, ReadyMode};
 use crate::exit::Exit;
+use crate::heartbeat::notify::{NotifySocket, RateLimitedLog};
+use crate::heartbeat::{Beat, Liveness};
 use crate::logs::InstanceLogs;
 use crate::reaper::{Creds, SpawnRequest};
+use std::os::fd::AsRawFd;
 
 const HISTORY: usize = 16;
+/// Heartbeat-only snapshot updates are coalesced to this rate.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// How long to keep waiting for a process group after SIGKILL before giving up on it.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Poll interval while waiting for the rest of a process group to exit.
@@ -46,6 +52,8 @@ pub(super) fn initial_snapshot(inst: &Instance) -> Snapshot {
         next_start_ms: None,
         message: None,
         history: VecDeque::new(),
+        health: crate::heartbeat::Health::Stopped,
+        heartbeat: Default::default(),
     }
 }
 
@@ -55,6 +63,8 @@ pub(super) fn spawn(
     logs: InstanceLogs,
     rx: mpsc::Receiver<(Request, oneshot::Sender<Outcome>)>,
     snap_tx: watch::Sender<Snapshot>,
+    beats_rx: mpsc::Receiver<BeatMsg>,
+    beats_tx: mpsc::Sender<BeatMsg>,
 ) {
     let epoch = ctx.epoch.subscribe();
     let snap = snap_tx.borrow().clone();
@@ -75,6 +85,9 @@ pub(super) fn spawn(
         spawns: 0,
         start_waiters: Vec::new(),
         stop_waiters: Vec::new(),
+        beats_rx,
+        beats_tx,
+        live: Live::default(),
     };
     let span = tracing::info_span!("program", program = %actor.inst.id);
     tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
@@ -106,6 +119,32 @@ struct Actor {
     start_waiters: Vec<oneshot::Sender<Outcome>>,
     stop_waiters: Vec<oneshot::Sender<Outcome>>,
     jitter: Jitter,
+    beats_rx: mpsc::Receiver<BeatMsg>,
+    beats_tx: mpsc::Sender<BeatMsg>,
+    live: Live,
+}
+
+/// Readiness and heartbeat state of the current run.
+#[derive(Default)]
+struct Live {
+    /// Counts spawns; a beat must carry the current run's id or token.
+    run: u64,
+    token: String,
+    /// Receives this run's sd_notify datagrams / IPC messages.
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// Not ready by then: a failed start.
+    ready_deadline: Option<Instant>,
+    /// SIGKILL the group then (after a watchdog or ready-timeout signal).
+    kill_at: Option<Instant>,
+    /// Why `kill_at` was set, for the exit message.
+    kill_reason: Option<String>,
+    /// Last sign of life in this run: the last beat, or becoming ready.
+    alive_at: Option<Instant>,
+    /// Any beat arrived in this run.
+    beaten: bool,
+    level: Option<Liveness>,
+    last_publish: Option<Instant>,
+    publish_at: Option<Instant>,
 }
 
 enum Event {
@@ -113,6 +152,7 @@ enum Event {
     Exit(Exit),
     Deadline,
     Epoch,
+    Beat(BeatMsg),
     Closed,
 }
 
@@ -125,16 +165,18 @@ impl Actor {
         loop {
             let event = {
                 let waiting = self.phase() == Phase::Waiting;
-                let deadline = self.deadline;
+                let deadline = self.next_deadline();
                 let exit_rx = &mut self.exit_rx;
                 let has_child = exit_rx.is_some();
                 let rx = &mut self.rx;
                 let epoch = &mut self.epoch;
+                let beats = &mut self.beats_rx;
                 tokio::select! {
                     req = rx.recv() => match req {
                         Some((r, reply)) => Event::Request(r, reply),
                         None => Event::Closed,
                     },
+                    Some(b) = beats.recv() => Event::Beat(b),
                     exit = async { exit_rx.as_mut().expect("guarded").await }, if has_child => {
                         // The reaper only drops the sender when it is shutting down.
                         Event::Exit(exit.unwrap_or(Exit::Signal(libc::SIGKILL)))
@@ -149,7 +191,8 @@ impl Actor {
                     self.exit_rx = None;
                     self.on_exit(exit).await;
                 }
-                Event::Deadline => self.on_deadline().await,
+                Event::Deadline => self.on_timers().await,
+                Event::Beat(b) => self.on_beat(b),
                 Event::Epoch => {
                     if self.deps_ready() {
                         self.spawn().await;
@@ -271,8 +314,82 @@ impl Actor {
             "WARD_INSTANCE".into(),
             self.inst.index.unwrap_or(0).to_string(),
         ));
+        self.live.run += 1;
+        self.live.token = new_token();
+        let run = self.live.run;
+        env.push(("WARD_RUN_ID".into(), run.to_string()));
+        env.push(("WARD_HEARTBEAT_TOKEN".into(), self.live.token.clone()));
+        if let Some(addr) = self.ctx.http {
+            env.push((
+                "WARD_HEARTBEAT_URL".into(),
+                format!("http://{addr}/v1/heartbeat/{}", self.inst.id),
+            ));
+        }
+        let uid = p.user.as_ref().map(|u| u.uid).filter(|_| self.ctx.is_root);
+        let sock_path = self
+            .ctx
+            .notify_dir
+            .join(format!("{}.{run}.sock", self.inst.id.replace(':', "-")));
+        match NotifySocket::bind(&sock_path, uid) {
+            Ok(sock) => {
+                env.push(("NOTIFY_SOCKET".into(), sock_path.display().to_string()));
+                let tx = self.beats_tx.clone();
+                let allowed = uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+                let mut log = RateLimitedLog::new(Duration::from_secs(10));
+                self.live
+                    .listeners
+                    .push(tokio::spawn(sock.run(allowed, move |r| {
+                        let beat = r.map_err(|e| {
+                            log.warn(&e);
+                            e.to_string()
+                        });
+                        // A full inbox means a flood: coalescing drops the excess.
+                        let _ = tx.try_send(BeatMsg {
+                            beat,
+                            auth: BeatAuth::Run(run),
+                            reply: None,
+                        });
+                    })));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create the notify socket; sd_notify is off for this run")
+            }
+        }
+        let mut ipc = None;
+        if p.ready == ReadyMode::Ipc {
+            match ipc_channel() {
+                Ok((parent, child)) => {
+                    env.push(("NODE_CHANNEL_FD".into(), child.as_raw_fd().to_string()));
+                    env.push(("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into()));
+                    self.live.listeners.push(tokio::spawn(ipc_listener(
+                        parent,
+                        self.beats_tx.clone(),
+                        run,
+                    )));
+                    ipc = Some(child);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the IPC channel for `ready = \"ipc\"`")
+                }
+            }
+        }
+        let mut argv = p.command.argv();
+        if let Some(interval) = p.heartbeat.interval {
+            env.push(("WATCHDOG_USEC".into(), interval.as_micros().to_string()));
+            // WATCHDOG_PID must be the child's own pid, known only after fork:
+            // a shell sets it and execs the program in place (same pid).
+            let mut wrapped = vec![
+                "/bin/sh".to_string(),
+                "-c".into(),
+                "WATCHDOG_PID=$$ exec \"$@\"".into(),
+                "ward-watchdog".into(),
+            ];
+            wrapped.extend(argv);
+            argv = wrapped;
+        }
         let req = SpawnRequest {
-            argv: p.command.argv(),
+            argv,
+            ipc,
             env,
             cwd: p.cwd.clone().unwrap_or_else(|| self.ctx.config_dir.clone()),
             creds: creds(&self.inst, self.ctx.is_root),
@@ -295,16 +412,40 @@ impl Actor {
                 self.snap.restarts = self.spawns.saturating_sub(1);
                 self.snap.next_start_ms = None;
                 self.killed = false;
-                if p.min_uptime.is_zero() {
-                    self.deadline = None;
-                    self.transition(Phase::Running, None, Some(spawned.pid));
-                    self.resolve_start_waiters();
-                } else {
-                    self.deadline = Some(now + p.min_uptime);
-                    self.transition(Phase::Starting, None, Some(spawned.pid));
+                self.live.beaten = false;
+                self.live.level = None;
+                self.live.alive_at = None;
+                match p.ready {
+                    ReadyMode::Started => {
+                        self.deadline = None;
+                        self.become_ready(spawned.pid);
+                    }
+                    ReadyMode::Uptime if p.min_uptime.is_zero() => {
+                        self.deadline = None;
+                        self.become_ready(spawned.pid);
+                    }
+                    ReadyMode::Uptime => {
+                        self.deadline = Some(now + p.min_uptime);
+                        self.transition(Phase::Starting, None, Some(spawned.pid));
+                    }
+                    ReadyMode::Notify | ReadyMode::Heartbeat | ReadyMode::Ipc => {
+                        self.deadline = None;
+                        self.live.ready_deadline = Some(now + p.ready_timeout);
+                        let what = match p.ready {
+                            ReadyMode::Notify => "READY=1",
+                            ReadyMode::Heartbeat => "a first heartbeat",
+                            _ => "process.send('ready')",
+                        };
+                        self.transition(
+                            Phase::Starting,
+                            Some(format!("waiting for {what}")),
+                            Some(spawned.pid),
+                        );
+                    }
                 }
             }
             Err(e) => {
+                self.stop_listeners();
                 let msg = format!("{e}: {}; hint: {}", error_chain(&e), e.hint());
                 self.spawn_failed(msg);
             }
@@ -332,13 +473,293 @@ impl Actor {
         );
     }
 
+    /// The earliest of every pending timer.
+    fn next_deadline(&self) -> Option<Instant> {
+        let liveness = self.liveness_deadline();
+        [
+            self.deadline,
+            self.live.ready_deadline,
+            self.live.kill_at,
+            liveness,
+            self.live.publish_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// When the liveness level next changes, if the program expects beats.
+    fn liveness_deadline(&self) -> Option<Instant> {
+        let hb = &self.inst.program.heartbeat;
+        hb.interval?;
+        if self.phase() != Phase::Running {
+            return None;
+        }
+        let base = self.live.alive_at?;
+        match self.live.level.unwrap_or(Liveness::Fresh) {
+            Liveness::Fresh => Some(base + hb.stale_after),
+            Liveness::Stale => Some(base + hb.hung_after),
+            Liveness::Hung => None,
+        }
+    }
+
+    async fn on_timers(&mut self) {
+        let now = Instant::now();
+        if self.live.publish_at.is_some_and(|t| t <= now) {
+            self.live.publish_at = None;
+            self.publish();
+        }
+        if self.live.kill_at.is_some_and(|t| t <= now) {
+            self.live.kill_at = None;
+            if let Some(child) = &self.child {
+                tracing::warn!(
+                    pid = child.pid,
+                    "still running; sending SIGKILL to its process group"
+                );
+                let _ = killpg(Pid::from_raw(child.pid), Signal::SIGKILL);
+            }
+        }
+        if self.live.ready_deadline.is_some_and(|t| t <= now) {
+            self.live.ready_deadline = None;
+            if self.phase() == Phase::Starting {
+                let p = self.inst.program.clone();
+                let why = format!(
+                    "not ready within ready_timeout ({})",
+                    human(p.ready_timeout)
+                );
+                tracing::error!("{why}; stopping it as a failed start");
+                self.fail_start_waiters(&why);
+                self.force_stop(p.stop_signal, why);
+            }
+        }
+        if self.liveness_deadline().is_some_and(|t| t <= now) {
+            self.check_liveness();
+        }
+        if self.deadline.is_some_and(|t| t <= now) {
+            self.on_deadline().await;
+        }
+    }
+
+    /// Signal the group as a failure (the exit then goes through the restart
+    /// policy like a crash), and SIGKILL it after `stop_timeout`.
+    fn force_stop(&mut self, sig: Signal, reason: String) {
+        let Some(child) = &self.child else { return };
+        signal_group(child.pid, sig);
+        self.live.kill_at = Some(Instant::now() + self.inst.program.stop_timeout);
+        self.snap.message = Some(format!("{reason}; sent {}", sig.as_str()));
+        self.live.kill_reason = Some(reason);
+        self.publish();
+    }
+
+    /// Re-evaluate stale/hung; record changes and act on a hang.
+    fn check_liveness(&mut self) {
+        let hb = self.inst.program.heartbeat;
+        let Some(alive_at) = self.live.alive_at else {
+            return;
+        };
+        if self.phase() != Phase::Running {
+            return;
+        }
+        let silent = alive_at.elapsed();
+        let level = crate::heartbeat::liveness(&hb, silent);
+        let before = self.live.level.unwrap_or(Liveness::Fresh);
+        if level == before {
+            return;
+        }
+        self.live.level = Some(level);
+        let name = |l: Liveness| match l {
+            Liveness::Fresh => "healthy",
+            Liveness::Stale => "stale",
+            Liveness::Hung => "hung",
+        };
+        let detail = match level {
+            Liveness::Fresh => "heartbeat recovered".to_string(),
+            _ => format!("heartbeat {}: no beat for {}", name(level), human(silent)),
+        };
+        self.record(format!(
+            "health: {} -> {}; {detail}",
+            name(before),
+            name(level)
+        ));
+        if level == Liveness::Hung {
+            match hb.on_hung {
+                OnHung::Restart => {
+                    tracing::error!(
+                        "hung: no heartbeat for {}; stopping it with {}",
+                        human(silent),
+                        hb.watchdog_signal.as_str()
+                    );
+                    self.force_stop(
+                        hb.watchdog_signal,
+                        format!("hung: no heartbeat for {}", human(silent)),
+                    );
+                }
+                OnHung::Alert => {
+                    tracing::error!("hung: no heartbeat for {} (on_hung = alert)", human(silent))
+                }
+                OnHung::None => {}
+            }
+        }
+    }
+
+    fn on_beat(&mut self, msg: BeatMsg) {
+        let BeatMsg { beat, auth, reply } = msg;
+        let live_run = self.child.is_some();
+        let accepted = match &auth {
+            BeatAuth::Run(run) => live_run && *run == self.live.run,
+            BeatAuth::Token(t) => {
+                live_run && !self.live.token.is_empty() && constant_time_eq(t, &self.live.token)
+            }
+            BeatAuth::Operator => true,
+        };
+        let result = match (accepted, beat) {
+            (false, _) => Err(if live_run {
+                "the token or socket belongs to another run of this program".to_string()
+            } else {
+                "the program is not running".to_string()
+            }),
+            (true, Err(why)) => Err(why),
+            (true, Ok(beat)) => {
+                self.accept_beat(beat);
+                Ok(())
+            }
+        };
+        if result.is_err() {
+            self.snap.heartbeat.rejected += 1;
+            self.publish_soon();
+        }
+        if let Some(r) = reply {
+            let _ = r.send(result);
+        }
+    }
+
+    fn accept_beat(&mut self, beat: Beat) {
+        let now = Instant::now();
+        let was_circuit = self.snap.heartbeat.circuit_breaker_open;
+        self.snap.heartbeat.apply(&beat, now_ms());
+        if self.child.is_some() {
+            self.live.alive_at = Some(now);
+            self.live.beaten = true;
+        }
+        if let Some(extend) = beat.extend {
+            match self.phase() {
+                Phase::Starting if self.live.ready_deadline.is_some() => {
+                    self.live.ready_deadline = Some(now + extend)
+                }
+                Phase::Stopping => self.deadline = Some(now + extend),
+                _ => {}
+            }
+        }
+        if self.phase() == Phase::Starting {
+            let ready = match self.inst.program.ready {
+                ReadyMode::Heartbeat => true,
+                ReadyMode::Notify | ReadyMode::Ipc => beat.ready,
+                ReadyMode::Started | ReadyMode::Uptime => false,
+            };
+            if ready {
+                if let Some(pid) = self.snap.pid {
+                    self.live.ready_deadline = None;
+                    self.deadline = None;
+                    self.become_ready(pid);
+                }
+            }
+        }
+        if self.snap.heartbeat.circuit_breaker_open != was_circuit {
+            let state = if self.snap.heartbeat.circuit_breaker_open {
+                "open"
+            } else {
+                "closed"
+            };
+            self.record(format!("circuit breaker {state} (reported by the worker)"));
+        }
+        if self.live.level.is_some_and(|l| l != Liveness::Fresh) && self.phase() == Phase::Running {
+            self.check_liveness();
+        }
+        if beat.trigger && self.phase() == Phase::Running {
+            let hb = self.inst.program.heartbeat;
+            self.record("health: hung (WATCHDOG=trigger from the worker)".into());
+            self.live.level = Some(Liveness::Hung);
+            if hb.on_hung == OnHung::Restart {
+                self.force_stop(
+                    hb.watchdog_signal,
+                    "the worker asked for a watchdog restart".into(),
+                );
+            }
+        }
+        self.publish_soon();
+    }
+
+    /// Starting -> Running: deadlines of liveness count from now.
+    fn become_ready(&mut self, pid: i32) {
+        self.live.alive_at = Some(Instant::now());
+        self.live.level = Some(Liveness::Fresh);
+        self.transition(Phase::Running, None, Some(pid));
+        self.resolve_start_waiters();
+    }
+
+    fn stop_listeners(&mut self) {
+        for t in self.live.listeners.drain(..) {
+            t.abort();
+        }
+        self.live.token.clear();
+    }
+
+    /// Keep a non-phase event (health, circuit) in the history.
+    fn record(&mut self, detail: String) {
+        tracing::info!("{detail}");
+        let phase = self.phase();
+        if self.snap.history.len() == HISTORY {
+            self.snap.history.pop_front();
+        }
+        self.snap.history.push_back(Transition {
+            at_ms: now_ms(),
+            from: phase,
+            to: phase,
+            pid: self.snap.pid,
+            exit: None,
+            detail: Some(detail),
+        });
+        self.publish();
+    }
+
+    /// Publish at most ten times a second for heartbeat-only changes.
+    fn publish_soon(&mut self) {
+        let now = Instant::now();
+        match self.live.last_publish {
+            Some(t) if now.duration_since(t) < PUBLISH_EVERY => {
+                if self.live.publish_at.is_none() {
+                    self.live.publish_at = Some(t + PUBLISH_EVERY);
+                }
+            }
+            _ => self.publish(),
+        }
+    }
+
+    fn publish(&mut self) {
+        let crashed = self
+            .snap
+            .last_exit
+            .as_ref()
+            .is_some_and(|e| !e.exit.is_success(&self.inst.program.exit_codes));
+        self.snap.health = crate::heartbeat::evaluate(
+            self.phase(),
+            crashed,
+            self.live.level.unwrap_or(Liveness::Fresh),
+            self.live.beaten,
+            self.snap.heartbeat.circuit_breaker_open,
+        );
+        self.live.last_publish = Some(Instant::now());
+        self.live.publish_at = None;
+        self.snap_tx.send_replace(self.snap.clone());
+    }
+
     async fn on_deadline(&mut self) {
         self.deadline = None;
         match self.phase() {
             Phase::Starting => {
-                let pid = self.snap.pid;
-                self.transition(Phase::Running, None, pid);
-                self.resolve_start_waiters();
+                if let Some(pid) = self.snap.pid {
+                    self.become_ready(pid);
+                }
             }
             Phase::Stopping => {
                 if let Some(child) = &self.child {
@@ -361,6 +782,10 @@ impl Actor {
         let Some(child) = self.child.take() else {
             return;
         };
+        self.stop_listeners();
+        self.live.ready_deadline = None;
+        self.live.kill_at = None;
+        let forced = self.live.kill_reason.take();
         let ran_for = child.started.elapsed();
         let p = self.inst.program.clone();
         let stopping = self.phase() == Phase::Stopping;
@@ -398,7 +823,9 @@ impl Actor {
             return;
         }
         let failed_start = ran_for < p.min_uptime;
-        let detail = if failed_start {
+        let detail = if let Some(reason) = forced {
+            format!("{exit} after {}: {reason}", human(ran_for))
+        } else if failed_start {
             format!(
                 "{exit} after {}, before min_uptime ({}): failed start",
                 human(ran_for),
@@ -504,7 +931,7 @@ impl Actor {
             self.snap.next_start_ms = None;
         }
         self.snap.message = detail;
-        self.snap_tx.send_replace(self.snap.clone());
+        self.publish();
         if from != to {
             self.ctx.epoch.send_modify(|e| *e = e.wrapping_add(1));
         }
@@ -630,5 +1057,71 @@ pub fn human(d: Duration) -> String {
         format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
     } else {
         format!("{}h{}m", ms / 3_600_000, (ms % 3_600_000) / 60_000)
+    }
+}
+
+/// A fresh per-run secret for `WARD_HEARTBEAT_TOKEN` (128 bits, hex).
+fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom writes at most `len` bytes into the buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        // Fall back to the jitter source seeded from time and pid.
+        let mut j = Jitter::from_entropy("token");
+        for b in &mut bytes {
+            *b = (j.next_unit() * 256.0) as u8;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// A socketpair for Node's IPC channel: ward's end, and the child's (its fd
+/// number becomes `NODE_CHANNEL_FD`; the reaper clears its close-on-exec).
+fn ipc_channel() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok((a, b))
+}
+
+/// Read Node IPC messages (JSON lines); `"ready"` (from `process.send('ready')`)
+/// is a ready beat, anything else a plain sign of life.
+async fn ipc_listener(fd: OwnedFd, tx: mpsc::Sender<BeatMsg>, run: u64) {
+    use tokio::io::AsyncBufReadExt;
+    let std = std::os::unix::net::UnixStream::from(fd);
+    if std.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(stream) = tokio::net::UnixStream::from_std(std) else {
+        return;
+    };
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let ready = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(serde_json::Value::String(s)) => s == "ready",
+            Ok(v) => v.get("data").and_then(|d| d.as_str()) == Some("ready"),
+            Err(_) => false,
+        };
+        let beat = Beat {
+            ready,
+            ..Beat::default()
+        };
+        let _ = tx.try_send(BeatMsg {
+            beat: Ok(beat),
+            auth: BeatAuth::Run(run),
+            reply: None,
+        });
     }
 }

@@ -29,6 +29,9 @@ pub enum Request {
     Restart,
 }
 
+/// Heartbeats queued per instance before new ones are coalesced away.
+const BEAT_QUEUE: usize = 256;
+
 /// The result of a request, once it has taken effect: a message either way.
 pub type Outcome = Result<String, String>;
 
@@ -82,6 +85,29 @@ pub struct Snapshot {
     pub message: Option<String>,
     /// The most recent transitions, oldest first.
     pub history: VecDeque<Transition>,
+    /// From process state and heartbeats together.
+    pub health: crate::heartbeat::Health,
+    /// What the worker's heartbeats said.
+    pub heartbeat: crate::heartbeat::HeartbeatView,
+}
+
+/// Who vouches for a heartbeat.
+#[derive(Debug, Clone)]
+pub enum BeatAuth {
+    /// Arrived on the notify socket (or IPC channel) of run N.
+    Run(u64),
+    /// Carries a `WARD_HEARTBEAT_TOKEN`; must be the current run's.
+    Token(String),
+    /// From the control socket (already checked with SO_PEERCRED).
+    Operator,
+}
+
+/// A heartbeat on its way to the actor; `Err` is a malformed one (counted).
+#[derive(Debug)]
+pub struct BeatMsg {
+    pub beat: Result<crate::heartbeat::Beat, String>,
+    pub auth: BeatAuth,
+    pub reply: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 /// Shared by all actors.
@@ -93,6 +119,10 @@ pub struct Context {
     pub config_dir: PathBuf,
     /// Credentials are only dropped when ward runs as root.
     pub is_root: bool,
+    /// Where per-run notify sockets are created.
+    pub notify_dir: PathBuf,
+    /// The heartbeat HTTP endpoint, exported to children as `WARD_HEARTBEAT_URL`.
+    pub http: Option<std::net::SocketAddr>,
     /// Program name → the snapshots of its instances, for `depends_on`.
     /// Replaced whole by the supervisor when the set of actors changes.
     pub registry:
@@ -106,6 +136,7 @@ pub struct ProgramHandle {
     pub program: Arc<Program>,
     pub logs: InstanceLogs,
     tx: mpsc::Sender<(Request, oneshot::Sender<Outcome>)>,
+    beats: mpsc::Sender<BeatMsg>,
     state: watch::Receiver<Snapshot>,
 }
 
@@ -114,15 +145,17 @@ impl ProgramHandle {
     /// name in `ctx.registry`.
     pub fn spawn(instance: Instance, ctx: Arc<Context>, logs: InstanceLogs) -> ProgramHandle {
         let (tx, rx) = mpsc::channel(16);
+        let (beats, beats_rx) = mpsc::channel(BEAT_QUEUE);
         let (snap_tx, state) = watch::channel(actor::initial_snapshot(&instance));
         let handle = ProgramHandle {
             id: instance.id.clone(),
             program: instance.program.clone(),
             logs: logs.clone(),
             tx,
+            beats: beats.clone(),
             state,
         };
-        actor::spawn(instance, ctx, logs, rx, snap_tx);
+        actor::spawn(instance, ctx, logs, rx, snap_tx, beats_rx, beats);
         handle
     }
 
@@ -140,6 +173,23 @@ impl ProgramHandle {
     pub fn send(&self, req: Request) {
         let (reply, _) = oneshot::channel();
         let _ = self.tx.try_send((req, reply));
+    }
+
+    /// Hand a heartbeat to the actor and wait for its verdict. A full inbox
+    /// (a flood) answers at once: the beat is coalesced away.
+    pub async fn beat(&self, beat: crate::heartbeat::Beat, auth: BeatAuth) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        match self.beats.try_send(BeatMsg {
+            beat: Ok(beat),
+            auth,
+            reply: Some(reply),
+        }) {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err("the program's actor is gone".into())),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err("the program's actor is gone".into()),
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {

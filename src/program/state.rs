@@ -140,6 +140,12 @@ pub(crate) fn test_program() -> Program {
         stop_signal: nix::sys::signal::Signal::SIGTERM,
         stop_timeout: Duration::from_secs(10),
         log: LogPolicy::default(),
+        watch: vec![],
+        watch_ignore: vec![],
+        watch_delay: defaults::WATCH_DELAY,
+        ready: defaults::READY,
+        ready_timeout: defaults::READY_TIMEOUT,
+        heartbeat: Default::default(),
     }
 }
 

@@ -65,7 +65,7 @@ fn status_table_has_header_and_summary() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     env.check(
-        header.starts_with(&["NAME", "STATE", "PID", "UPTIME", "RESTARTS"]),
+        header.starts_with(&["NAME", "STATE", "HEALTH", "PID", "UPTIME", "RESTARTS"]),
         format!("header\n{out}"),
     );
     env.check(

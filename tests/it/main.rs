@@ -11,6 +11,7 @@ mod instances;
 mod lifecycle;
 mod logs_cli;
 mod process_groups;
+mod reload;
 mod restart;
 mod shutdown;
 mod socket;
