@@ -200,10 +200,7 @@ impl ProcessThread {
             .stderr(Stdio::from(req.stderr));
         let parent = std::process::id() as libc::pid_t;
         let creds = req.creds.clone();
-        let ipc_fd = req
-            .ipc
-            .as_ref()
-            .map(std::os::fd::AsRawFd::as_raw_fd);
+        let ipc_fd = req.ipc.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe system calls; it allocates nothing.
         unsafe {

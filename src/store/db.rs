@@ -21,7 +21,7 @@ use super::diff::{removed_keys, EventRow, Pending, WorkerKey, WorkerRow};
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
-/// Rows per multi-row statement (19 parameters each, well under both limits).
+/// Rows per multi-row statement (27 parameters each, well under both limits).
 const ROWS_PER_STATEMENT: usize = 500;
 const EVENTS_PER_STATEMENT: usize = 1000;
 
@@ -228,9 +228,9 @@ pub struct EventFilter {
     pub limit: i64,
 }
 
-const WORKER_COLUMNS: &str = "host, program, instance, name, state, pid, started_at, state_since, uptime_ms, restarts, last_exit_code, last_exit_signal, last_exit_at, next_start_at, message, cpu_percent, rss_bytes, log_bytes_dropped, updated_at";
+const WORKER_COLUMNS: &str = "host, program, instance, name, state, pid, started_at, state_since, uptime_ms, restarts, last_exit_code, last_exit_signal, last_exit_at, next_start_at, message, cpu_percent, rss_bytes, log_bytes_dropped, updated_at, last_heartbeat_at, health, status_text, jobs_processed, error_count, circuit_breaker_open, current_task, metadata";
 /// Positions (0-based) of the timestamp columns in `WORKER_COLUMNS`.
-const WORKER_TS: [usize; 5] = [6, 7, 12, 13, 18];
+const WORKER_TS: [usize; 6] = [6, 7, 12, 13, 18, 19];
 const EVENT_COLUMNS: &str = "at, host, program, instance, name, event, from_state, to_state, pid, exit_code, exit_signal, delay_ms, detail";
 
 /// `INSERT ... VALUES (...), (...) ON CONFLICT ... DO UPDATE` for `n` rows.
@@ -347,6 +347,14 @@ macro_rules! bind_row {
             .bind($r.rss_bytes)
             .bind($r.log_bytes_dropped)
             .bind(ts($r.updated_at_ms))
+            .bind(ts_opt($r.last_heartbeat_at_ms))
+            .bind(&$r.health)
+            .bind(&$r.status_text)
+            .bind($r.jobs_processed)
+            .bind($r.error_count)
+            .bind($r.circuit_breaker_open)
+            .bind(&$r.current_task)
+            .bind(&$r.metadata)
     };
 }
 
@@ -727,8 +735,8 @@ mod tests {
     #[test]
     fn statements_have_one_placeholder_per_value() {
         let sql = upsert_rows_sql(Dialect::Postgres, 2);
-        assert!(sql.contains("$38::timestamptz)"), "{sql}");
-        assert!(!sql.contains("$39"));
+        assert!(sql.contains("$47::timestamptz, $48,"), "{sql}");
+        assert!(sql.contains("$54)") && !sql.contains("$55"), "{sql}");
         assert!(sql.contains("updated_at = excluded.updated_at"));
         let sql = insert_events_sql(Dialect::Sqlite, 2);
         assert!(sql.ends_with("$26)"), "{sql}");

@@ -34,6 +34,16 @@ pub struct WorkerRow {
     pub rss_bytes: Option<i64>,
     pub log_bytes_dropped: i64,
     pub updated_at_ms: u64,
+    /// From the heartbeat registry (null until a worker beats).
+    pub last_heartbeat_at_ms: Option<u64>,
+    pub health: String,
+    pub status_text: Option<String>,
+    pub jobs_processed: Option<i64>,
+    pub error_count: Option<i64>,
+    pub circuit_breaker_open: Option<bool>,
+    pub current_task: Option<String>,
+    /// JSON text.
+    pub metadata: Option<String>,
 }
 
 impl WorkerRow {
@@ -153,6 +163,8 @@ pub fn observe(seen: &mut Seen, snap: &Snapshot, now_ms: u64, force: bool) -> Di
 pub fn row_for(snap: &Snapshot, m: Metrics, now_ms: u64) -> WorkerRow {
     let live = snap.state.has_process();
     let (code, signal) = exit_parts(snap.last_exit.as_ref().map(|e| e.exit));
+    let hb = &snap.heartbeat;
+    let beating = hb.last_beat_ms.is_some();
     WorkerRow {
         program: snap.program.clone(),
         instance: i64::from(snap.instance),
@@ -180,6 +192,17 @@ pub fn row_for(snap: &Snapshot, m: Metrics, now_ms: u64) -> WorkerRow {
         },
         log_bytes_dropped: m.log_bytes_dropped as i64,
         updated_at_ms: now_ms,
+        last_heartbeat_at_ms: hb.last_beat_ms,
+        health: snap.health.as_str().to_string(),
+        status_text: hb.status.clone(),
+        jobs_processed: beating.then_some(hb.jobs_processed as i64),
+        error_count: beating.then_some(hb.error_count as i64),
+        circuit_breaker_open: beating.then_some(hb.circuit_breaker_open),
+        current_task: hb.current_task.clone(),
+        metadata: hb
+            .metadata
+            .as_ref()
+            .and_then(|m| serde_json::to_string(m).ok()),
     }
 }
 
@@ -215,6 +238,22 @@ fn events_for(snap: &Snapshot, t: &Transition, is_last: bool, out: &mut Vec<Even
         exit_signal: signal,
         ..base.clone()
     };
+    if t.from == t.to {
+        // A record without a phase change: health changes from heartbeats.
+        let detail = t.detail.as_deref().unwrap_or("");
+        let to = detail
+            .strip_prefix("health: ")
+            .and_then(|d| d.split(" -> ").nth(1))
+            .map(|d| d.split([';', ' ']).next().unwrap_or(""));
+        let event = match to {
+            Some("stale") => "heartbeat_stale",
+            Some("hung") => "heartbeat_hung",
+            _ if detail.contains("hung") => "heartbeat_hung",
+            _ => "health",
+        };
+        out.push(EventRow { event, ..base });
+        return;
+    }
     match t.to {
         Phase::Running if t.from == Phase::Starting => out.push(EventRow {
             event: "running",
@@ -385,6 +424,8 @@ mod tests {
             next_start_ms: None,
             message: None,
             history: VecDeque::new(),
+            health: crate::heartbeat::Health::Stopped,
+            heartbeat: Default::default(),
         }
     }
 
@@ -496,6 +537,22 @@ mod tests {
         assert_eq!(d.events.iter().filter(|e| e.event == "backoff").count(), 8);
         // A look with nothing new has no gap.
         assert!(!observe(&mut seen, &s, 31, false).gap);
+    }
+
+    #[test]
+    fn health_records_become_heartbeat_events() {
+        let mut s = snap();
+        push(&mut s, 1, Phase::Running, Some(5), None);
+        s.history.push_back(Transition {
+            at_ms: 2,
+            from: Phase::Running,
+            to: Phase::Running,
+            pid: Some(5),
+            exit: None,
+            detail: Some("health: healthy -> stale; no heartbeat for 30s".into()),
+        });
+        let d = observe(&mut Seen::default(), &s, 3, false);
+        assert_eq!(kinds(&d), ["started", "heartbeat_stale"]);
     }
 
     #[test]

@@ -563,6 +563,14 @@ fn bench_writer(b: Backend) {
             rss_bytes: Some(1 << 20),
             log_bytes_dropped: 0,
             updated_at_ms: 1_700_000_000_000 + n,
+            last_heartbeat_at_ms: Some(1_700_000_000_000 + n),
+            health: "healthy".into(),
+            status_text: Some("working".into()),
+            jobs_processed: Some(n as i64),
+            error_count: Some(0),
+            circuit_breaker_open: Some(false),
+            current_task: None,
+            metadata: Some(r#"{"queue":"emails"}"#.into()),
         };
         for batch_size in [1usize, 100, 1000] {
             let total = if batch_size == 1 { 2_000 } else { 100_000 };
