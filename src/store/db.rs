@@ -121,6 +121,17 @@ impl Dialect {
         }
     }
 
+    /// The `n`th placeholder of a long generated statement whose values are
+    /// bound in order. SQLite gets anonymous `?`: binding named `$N`
+    /// parameters costs a linear lookup each, quadratic per statement.
+    fn seq(self, n: usize, timestamp: bool) -> String {
+        match self {
+            Dialect::Sqlite => "?".into(),
+            Dialect::Postgres if timestamp => format!("${n}::timestamptz"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
     /// A timestamp column read back as unix milliseconds.
     fn ms(self, col: &str) -> String {
         match self {
@@ -248,11 +259,7 @@ fn upsert_rows_sql(d: Dialect, n: usize) -> String {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&if WORKER_TS.contains(&c) {
-                d.ts(p)
-            } else {
-                format!("${p}")
-            });
+            sql.push_str(&d.seq(p, WORKER_TS.contains(&c)));
         }
         sql.push(')');
     }
@@ -279,7 +286,7 @@ fn insert_events_sql(d: Dialect, n: usize) -> String {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&if c == 0 { d.ts(p) } else { format!("${p}") });
+            sql.push_str(&d.seq(p, c == 0));
         }
         sql.push(')');
     }
@@ -738,8 +745,10 @@ mod tests {
         assert!(sql.contains("$47::timestamptz, $48,"), "{sql}");
         assert!(sql.contains("$54)") && !sql.contains("$55"), "{sql}");
         assert!(sql.contains("updated_at = excluded.updated_at"));
-        let sql = insert_events_sql(Dialect::Sqlite, 2);
+        let sql = insert_events_sql(Dialect::Postgres, 2);
         assert!(sql.ends_with("$26)"), "{sql}");
+        let sql = insert_events_sql(Dialect::Sqlite, 2);
+        assert_eq!(sql.matches('?').count(), 26, "{sql}");
         assert_eq!(ts(1_500), "1970-01-01T00:00:01.500Z");
     }
 }
