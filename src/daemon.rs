@@ -11,6 +11,7 @@ use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{signal, SignalKind};
@@ -21,6 +22,7 @@ use crate::control::server;
 use crate::logs::OwnLogWriter;
 use crate::program::{Context, Phase, Request};
 use crate::reaper::{self, Reaper};
+use crate::sdnotify::{self, Notifier};
 use crate::supervisor::Supervisor;
 
 /// How long the final write to the status tables may delay the exit.
@@ -113,6 +115,12 @@ pub fn prepare_state_dir(state_dir: &Path) -> Result<Flock<File>, DaemonError> {
 
 /// Run the daemon until it is told to stop. The lock must be held.
 pub fn run(config: Config, _lock: Flock<File>, own_log: OwnLogWriter) -> Result<(), DaemonError> {
+    // One malloc arena: the daemon's allocations are small and few, and
+    // per-thread arenas would cost resident memory for nothing.
+    // SAFETY: mallopt only tunes glibc's allocator; called before threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ward-rt")
@@ -123,6 +131,12 @@ pub fn run(config: Config, _lock: Flock<File>, own_log: OwnLogWriter) -> Result<
 }
 
 async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonError> {
+    // Handlers first: once the socket answers or READY=1 is sent, a signal
+    // must find them (the default action of SIGTERM would kill ward outright).
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Reaper)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Reaper)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Reaper)?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Reaper)?;
     let state_dir = config.supervisor.state_dir.clone();
     let records = records_dir(&state_dir);
     for (label, pgid) in reaper::kill_leftovers(&records) {
@@ -158,19 +172,20 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     let count = sup.handles().len();
     // Off the supervision path: never fails, retries an unreachable database.
     let store = crate::store::spawn(&sup.config(), sup.clone());
+    let epoch_rx = sup.subscribe_epoch();
     let (down, mut down_rx) = watch::channel(false);
     tokio::spawn(server::serve(listener, sup.clone(), down.clone()));
+    if let Some(addr) = sup_http {
+        tokio::spawn(crate::heartbeat::http::serve(addr, sup.clone()));
+    }
     crate::watch::spawn(sup.clone());
 
     for h in sup.handles().iter().filter(|h| h.program.autostart) {
         h.send(Request::Start);
     }
     tracing::info!(programs = count, socket = %socket_path.display(), config = %sup.config().path.display(), "ward is up");
+    let notifier = start_systemd_notify(&sup, epoch_rx);
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Reaper)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Reaper)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Reaper)?;
-    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Reaper)?;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping every program"); break; }
@@ -193,6 +208,9 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
         }
     }
 
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1\nSTATUS=stopping every program");
+    }
     // Stop everything; a second signal escalates to SIGKILL.
     let all = sup.handles();
     let stop = sup.stop_ordered(&all);
@@ -208,6 +226,78 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     let _ = fs::remove_file(&socket_path);
     tracing::info!("ward stopped");
     Ok(())
+}
+
+/// How long `READY=1` waits for the autostart programs to have started.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most one `STATUS=` per this interval (bursts of changes coalesce).
+const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// When run by systemd with `Type=notify` (`$NOTIFY_SOCKET` set): tell it
+/// `READY=1` once every autostart program has started (or failed), a
+/// `STATUS=` summary when it changes, and `WATCHDOG=1` every half
+/// `$WATCHDOG_USEC`. Returns the notifier for `STOPPING=1`.
+fn start_systemd_notify(
+    sup: &Arc<Supervisor>,
+    epoch: watch::Receiver<u64>,
+) -> Option<Arc<Notifier>> {
+    let notifier = match Notifier::from_env()? {
+        Ok(n) => Arc::new(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "NOTIFY_SOCKET is set but unusable; not reporting to systemd");
+            return None;
+        }
+    };
+    tokio::spawn(report_state(notifier.clone(), sup.clone(), epoch));
+    if let Some(every) = sdnotify::watchdog_interval() {
+        tracing::info!(every = %crate::program::human(every), "sending WATCHDOG=1 to systemd");
+        let n = notifier.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                n.notify("WATCHDOG=1");
+            }
+        });
+    }
+    Some(notifier)
+}
+
+fn systemd_summary(sup: &Supervisor) -> String {
+    crate::program::state::summary(sup.handles().iter().map(|h| h.snapshot().state))
+}
+
+async fn report_state(n: Arc<Notifier>, sup: Arc<Supervisor>, mut epoch: watch::Receiver<u64>) {
+    let started = |sup: &Supervisor| {
+        sup.handles()
+            .iter()
+            .filter(|h| h.program.autostart)
+            .all(|h| !matches!(h.snapshot().state, Phase::Stopped | Phase::Waiting))
+    };
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while !started(&sup) {
+        tokio::select! {
+            changed = epoch.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!("some programs have not started after {}s; telling systemd that ward is ready anyway", READY_TIMEOUT.as_secs());
+                break;
+            }
+        }
+    }
+    let mut last = systemd_summary(&sup);
+    n.notify(&format!("READY=1\nSTATUS={last}"));
+    loop {
+        if epoch.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(STATUS_INTERVAL).await;
+        let now = systemd_summary(&sup);
+        if now != last {
+            n.notify(&format!("STATUS={now}"));
+            last = now;
+        }
+    }
 }
 
 fn kill_everything(sup: &Supervisor) {

@@ -118,8 +118,17 @@ enum Command {
     Down,
     /// Re-read the config and apply only what changed (as SIGHUP does)
     Reload,
-    /// Send a heartbeat: from inside a program (its NOTIFY_SOCKET), or for NAME
+    /// Send a heartbeat: from inside a program (NOTIFY_SOCKET, else WARD_HEARTBEAT_URL), or for NAME
     Beat(BeatArgs),
+    /// Run a job (e.g. from cron) and report it to ward: start, exit code, duration, last lines
+    #[command(name = "run")]
+    RunJob {
+        /// The job's program, declared in the config (e.g. with `autostart = false`)
+        name: String,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Show program output: the last lines, then new ones with -f
     Logs {
         /// A program or instance; all programs merged when absent
@@ -145,6 +154,44 @@ enum Command {
         /// One JSON object per line
         #[arg(long)]
         json: bool,
+    },
+    /// Write a commented starter supervisor.toml
+    Init {
+        /// Where to write it
+        #[arg(short, long, value_name = "FILE", default_value = "supervisor.toml")]
+        output: PathBuf,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start ward at boot: write and enable a systemd unit running `ward up -c <config>`
+    Startup {
+        /// A unit for your user's systemd (~/.config/systemd/user) instead of the system's
+        #[arg(long)]
+        user: bool,
+        /// Only print the unit
+        #[arg(long)]
+        print: bool,
+    },
+    /// Undo `ward startup`: disable, stop and remove the unit
+    Unstartup {
+        /// The user unit (as written by `ward startup --user`)
+        #[arg(long)]
+        user: bool,
+    },
+    /// Convert a PM2, supervisord, systemd or Procfile setup into a supervisor.toml
+    Import {
+        #[arg(value_enum)]
+        from: crate::import::Source,
+        /// Files to convert (several supervisord .conf or systemd units are merged)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write here instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing output file
+        #[arg(long)]
+        force: bool,
     },
     /// Print shell completions
     Completions {
@@ -200,6 +247,18 @@ fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Up { detach } => up(cli.config.as_deref(), detach),
         Command::Check => check(cli.config.as_deref()),
+        Command::Init { ref output, force } => crate::init::init(output, force),
+        Command::Startup { user, print } => match load_config(cli.config.as_deref()) {
+            Ok(c) => crate::startup::startup(&c, user, print),
+            Err(code) => code,
+        },
+        Command::Unstartup { user } => crate::startup::unstartup(user),
+        Command::Import {
+            from,
+            ref files,
+            ref output,
+            force,
+        } => crate::import::cli(from, files, output.as_deref(), force),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ward", &mut io::stdout());
             exit_codes::OK
@@ -278,6 +337,10 @@ fn run(cli: Cli) -> u8 {
         }
         Command::Reload => reload(&cli),
         Command::Beat(ref args) => beat(&cli, args),
+        Command::RunJob {
+            ref name,
+            ref command,
+        } => run_job(&cli, name, command),
         Command::Logs {
             ref name,
             lines,
@@ -333,7 +396,8 @@ fn print_config_error(e: &ConfigError) {
 
 fn config_hint(e: &ConfigError) -> Option<String> {
     match e {
-        ConfigError::NotFound { .. } => Some("pass `-c FILE`, set WARD_CONFIG, or create ./supervisor.toml (see supervisor.toml.example)".into()),
+        // The message already says how to create one (`ward init`).
+        ConfigError::NotFound { .. } => None,
         ConfigError::Read { .. } => Some("check the path and its permissions".into()),
         ConfigError::Invalid(_) => None,
     }
@@ -580,7 +644,9 @@ fn beat(cli: &Cli, args: &BeatArgs) -> u8 {
             },
         ),
         None => match std::env::var_os("NOTIFY_SOCKET") {
-            Some(path) => match crate::sdnotify_send(&path, fields.to_datagram().as_bytes()) {
+            Some(path) => match crate::sdnotify::Notifier::new(&path.to_string_lossy())
+                .and_then(|n| n.send(&fields.to_datagram()))
+            {
                 Ok(()) => exit_codes::OK,
                 Err(e) => {
                     print_error(
@@ -593,15 +659,203 @@ fn beat(cli: &Cli, args: &BeatArgs) -> u8 {
                     exit_codes::FAILED
                 }
             },
-            None => {
-                print_error(
-                    &"no program named, and not inside a program run by ward (NOTIFY_SOCKET is unset)",
-                    Some("name the program (`ward beat worker --jobs +1`), or run this from inside it"),
-                );
-                exit_codes::USAGE
-            }
+            None => match (
+                std::env::var("WARD_HEARTBEAT_URL"),
+                std::env::var("WARD_HEARTBEAT_TOKEN"),
+            ) {
+                (Ok(url), Ok(token)) => beat_http(&url, &token, &fields),
+                _ => {
+                    print_error(
+                        &"no program named, and not inside a program run by ward (NOTIFY_SOCKET and WARD_HEARTBEAT_URL are unset)",
+                        Some("name the program (`ward beat worker --jobs +1`), or run this from inside it"),
+                    );
+                    exit_codes::USAGE
+                }
+            },
         },
     }
+}
+
+/// `ward beat` through the HTTP endpoint (`WARD_HEARTBEAT_URL`).
+fn beat_http(url: &str, token: &str, fields: &crate::control::protocol::BeatFields) -> u8 {
+    use crate::heartbeat::Counter;
+    let mut body = serde_json::Map::new();
+    let mut counter = |v: &Option<String>, set: &str, add: &str| {
+        match v.as_deref().map(Counter::parse) {
+            Some(Ok(Counter::Set(n))) => body.insert(set.into(), n.into()),
+            Some(Ok(Counter::Add(n))) => body.insert(add.into(), n.into()),
+            _ => None,
+        };
+    };
+    counter(&fields.jobs, "jobs_processed", "jobs_delta");
+    counter(&fields.errors, "error_count", "errors_delta");
+    let mut put = |k: &str, v: Option<serde_json::Value>| {
+        if let Some(v) = v {
+            body.insert(k.into(), v);
+        }
+    };
+    put("status", fields.status.clone().map(Into::into));
+    put("current_task", fields.task.clone().map(Into::into));
+    put("last_error", fields.last_error.clone().map(Into::into));
+    put("circuit_breaker_open", fields.circuit_open.map(Into::into));
+    put("metadata", fields.metadata.clone().map(Into::into));
+    let url = if fields.ready {
+        format!("{url}/ready")
+    } else if fields.stopping {
+        format!("{url}/stopping")
+    } else {
+        url.to_string()
+    };
+    let body = serde_json::Value::Object(body).to_string();
+    match crate::heartbeat::http::post_beat(&url, token, &body, Duration::from_secs(10)) {
+        Ok((200, _)) => exit_codes::OK,
+        Ok((code, reply)) => {
+            let why = serde_json::from_str::<serde_json::Value>(&reply)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(reply);
+            print_error(&format!("heartbeat refused ({code}): {why}"), None);
+            exit_codes::FAILED
+        }
+        Err(e) => {
+            print_error(
+                &format!("cannot send to WARD_HEARTBEAT_URL `{url}`: {e}"),
+                Some("is ward still running with `[supervisor] http` set?"),
+            );
+            exit_codes::FAILED
+        }
+    }
+}
+
+/// `ward run NAME -- CMD...`: report the start, run the command with its
+/// output passed through (the last lines kept), report how it ended, and
+/// exit with its exit code. An unknown NAME is refused before running; an
+/// unreachable daemon only warns (the job still runs).
+fn run_job(cli: &Cli, name: &str, command: &[String]) -> u8 {
+    use crate::control::protocol::{JobEvent, JOB_TAIL_LINES};
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::{Arc, Mutex};
+    let socket = socket_path(cli);
+    let report = |event: JobEvent| -> Result<(), ClientError> {
+        let mut c = Client::connect(&socket)?;
+        let actions: Actions = c.call(&Request::JobRun {
+            name: name.to_string(),
+            event,
+        })?;
+        for r in actions.results.iter().filter(|r| !r.ok) {
+            eprintln!("ward run: warning: {}: {}", r.name, r.message);
+        }
+        Ok(())
+    };
+    // An unknown job is refused before it runs: the config must declare it.
+    let known = Client::connect(&socket).and_then(|mut c| {
+        c.call::<StatusReport>(&Request::Status {
+            names: vec![name.to_string()],
+            history: false,
+        })
+    });
+    let reachable = match known {
+        Ok(_) => true,
+        Err(ClientError::Refused { error, hint }) => {
+            print_error(&error, hint.as_deref());
+            return exit_codes::USAGE;
+        }
+        Err(e) => {
+            eprintln!("ward run: warning: cannot reach ward ({e}); running `{name}` unreported");
+            false
+        }
+    };
+    let report = |event: JobEvent| -> Result<(), ClientError> {
+        if reachable {
+            report(event)
+        } else {
+            Ok(())
+        }
+    };
+    let mut child = match std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .stdin(std::process::Stdio::inherit())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            print_error(&format!("cannot run `{}`: {e}", command[0]), None);
+            let _ = report(JobEvent::Finish {
+                code: 127,
+                signal: None,
+                duration_ms: 0,
+                tail: vec![format!("cannot run `{}`: {e}", command[0])],
+            });
+            return 127;
+        }
+    };
+    let started = Instant::now();
+    if let Err(e) = report(JobEvent::Start {
+        pid: Some(child.id()),
+    }) {
+        eprintln!("ward run: warning: cannot report the start of `{name}` to ward: {e}");
+    }
+    let tail: Arc<Mutex<std::collections::VecDeque<String>>> = Arc::default();
+    let tee = |src: Box<dyn io::Read + Send>, to_err: bool| {
+        let tail = tail.clone();
+        std::thread::spawn(move || {
+            let mut reader = io::BufReader::new(src);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match io::BufRead::read_until(&mut reader, b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let _ = if to_err {
+                    io::stderr().write_all(&line)
+                } else {
+                    io::stdout().write_all(&line)
+                };
+                let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if t.len() == JOB_TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(text);
+            }
+        })
+    };
+    let out = child.stdout.take().map(|o| tee(Box::new(o), false));
+    let err = child.stderr.take().map(|e| tee(Box::new(e), true));
+    let status = child.wait();
+    for t in [out, err].into_iter().flatten() {
+        let _ = t.join();
+    }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (code, signal) = match status {
+        Ok(st) => match (st.code(), st.signal()) {
+            (Some(c), _) => (c, None),
+            (None, Some(sig)) => (128 + sig, Some(sig)),
+            _ => (1, None),
+        },
+        Err(e) => {
+            print_error(&format!("cannot wait for the job: {e}"), None);
+            (1, None)
+        }
+    };
+    let tail: Vec<String> = tail
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    if let Err(e) = report(JobEvent::Finish {
+        code,
+        signal,
+        duration_ms,
+        tail,
+    }) {
+        eprintln!("ward run: warning: cannot report the end of `{name}` to ward: {e}");
+    }
+    code.clamp(0, 255) as u8
 }
 
 fn reload(cli: &Cli) -> u8 {
@@ -715,9 +969,8 @@ fn logs(
         })
         .collect();
     let mut opts = opts;
-    let programs: std::collections::HashSet<&str> =
-        sources.iter().map(|s| s.program.as_str()).collect();
-    opts.prefix = opts.prefix || programs.len() > 1;
+    // Several files (programs, or one program's stdout and stderr): say which.
+    opts.prefix = opts.prefix || sources.len() > 1;
     match crate::logs::run_logs(&opts, sources) {
         Ok(()) => exit_codes::OK,
         Err(e) => {

@@ -1,6 +1,5 @@
 //! `ward status` as a table, like `pm2 ls`, with a summary line.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::control::protocol::{ProgramStatus, StatusReport};
@@ -160,17 +159,7 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
 
 /// `5/6 running, 1 fatal`.
 pub fn summary(report: &StatusReport) -> String {
-    let total = report.programs.len();
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for p in &report.programs {
-        *counts.entry(p.snapshot.state.as_str()).or_default() += 1;
-    }
-    let running = counts.remove("running").unwrap_or(0);
-    let mut s = format!("{running}/{total} running");
-    for (state, n) in counts {
-        s.push_str(&format!(", {n} {state}"));
-    }
-    s
+    crate::program::state::summary(report.programs.iter().map(|p| p.snapshot.state))
 }
 
 fn history(s: &Snapshot, now_ms: u64, out: &mut String) {

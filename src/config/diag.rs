@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub enum ConfigError {
     /// No config file at any of the searched places.
     #[error(
-        "no config file found (searched {})\n  hint: create one with `ward init`, or pass `-c FILE`",
+        "no config file found (searched {})\n  hint: create a commented starter with `ward init`, or pass `-c FILE` (or set WARD_CONFIG); `ward import` converts a PM2, supervisord, systemd or Procfile setup",
         list_paths(searched)
     )]
     NotFound { searched: Vec<PathBuf> },

@@ -54,6 +54,120 @@ pub enum Request {
         #[serde(default)]
         beat: BeatFields,
     },
+    /// A run of job `name` outside ward (`ward run NAME -- CMD`), reported
+    /// by the wrapper as the operator. Replies with [`Actions`].
+    JobRun {
+        name: String,
+        event: JobEvent,
+    },
+}
+
+/// What `ward run` reports about one run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JobEvent {
+    /// The command was started (with this pid).
+    Start {
+        #[serde(default)]
+        pid: Option<u32>,
+    },
+    /// The command ended: its exit code (128+N for signal N), how long it
+    /// ran and the last lines of its output.
+    Finish {
+        code: i32,
+        #[serde(default)]
+        signal: Option<i32>,
+        duration_ms: u64,
+        #[serde(default)]
+        tail: Vec<String>,
+    },
+}
+
+/// Lines of a job's output kept in its heartbeat metadata.
+pub const JOB_TAIL_LINES: usize = 20;
+/// The longest line kept, in bytes.
+const JOB_LINE: usize = 200;
+
+impl JobEvent {
+    /// The heartbeat that records this event (with a history entry).
+    pub fn to_beat(&self) -> crate::heartbeat::Beat {
+        use crate::heartbeat::{Beat, Counter, MAX_METADATA};
+        match self {
+            JobEvent::Start { pid } => Beat {
+                status: Some("running".into()),
+                task: Some("job (ward run)".into()),
+                record: Some(match pid {
+                    Some(pid) => format!("job started (ward run, pid {pid})"),
+                    None => "job started (ward run)".into(),
+                }),
+                ..Beat::default()
+            },
+            JobEvent::Finish {
+                code,
+                signal,
+                duration_ms,
+                tail,
+            } => {
+                let took = crate::program::human(std::time::Duration::from_millis(*duration_ms));
+                let mut lines: Vec<String> = tail
+                    .iter()
+                    .rev()
+                    .take(JOB_TAIL_LINES)
+                    .rev()
+                    .map(|l| clip(l, JOB_LINE))
+                    .collect();
+                let last = lines.iter().rev().find(|l| !l.trim().is_empty()).cloned();
+                let how = match signal {
+                    Some(sig) => format!("job killed by signal {sig} after {took}"),
+                    None => format!("job exited {code} after {took}"),
+                };
+                let detail = match &last {
+                    Some(l) => format!("{how}: {l}"),
+                    None => how.clone(),
+                };
+                let meta = |lines: &[String]| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("exit_code".into(), (*code).into());
+                    m.insert("duration_ms".into(), (*duration_ms).into());
+                    m.insert("tail".into(), lines.to_vec().into());
+                    m
+                };
+                let mut metadata = meta(&lines);
+                while !lines.is_empty()
+                    && serde_json::to_string(&metadata).map_or(0, |s| s.len()) > MAX_METADATA
+                {
+                    lines.remove(0);
+                    metadata = meta(&lines);
+                }
+                let failed = *code != 0;
+                Beat {
+                    status: Some(if failed {
+                        format!("failed (exit {code})")
+                    } else {
+                        "ok".into()
+                    }),
+                    jobs: Some(Counter::Add(1)),
+                    errors: failed.then_some(Counter::Add(1)),
+                    task: Some(String::new()),
+                    last_error: failed.then(|| detail.clone()),
+                    metadata: Some(metadata),
+                    record: Some(detail),
+                    ..Beat::default()
+                }
+            }
+        }
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// The fields of a heartbeat sent through the control socket.

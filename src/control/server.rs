@@ -211,7 +211,26 @@ async fn handle(req: Request, sup: &Arc<Supervisor>) -> Reply {
                     ok: r.is_ok(),
                     message: r
                         .map(|()| "heartbeat recorded".to_string())
-                        .unwrap_or_else(|e| e),
+                        .unwrap_or_else(|e| e.to_string()),
+                });
+            }
+            Reply::data(&Actions { results })
+        }
+        Request::JobRun { name, event } => {
+            let handles = match sup.resolve(std::slice::from_ref(&name)) {
+                Ok(h) => h,
+                Err(e) => return Reply::error(e.to_string(), Some(e.hint())),
+            };
+            let beat = event.to_beat();
+            let mut results = Vec::new();
+            for h in handles {
+                let r = h.beat(beat.clone(), program::BeatAuth::Operator).await;
+                results.push(crate::control::protocol::ActionResult {
+                    name: h.id.clone(),
+                    ok: r.is_ok(),
+                    message: r
+                        .map(|()| "job run recorded".to_string())
+                        .unwrap_or_else(|e| e.to_string()),
                 });
             }
             Reply::data(&Actions { results })

@@ -7,7 +7,11 @@
 //! hang detection act on the child without a second actor in between).
 //! Nothing here does I/O except `notify`, which receives datagrams.
 
+pub mod http;
 pub mod notify;
+
+#[cfg(test)]
+mod fuzz;
 
 use std::time::Duration;
 
@@ -81,6 +85,9 @@ pub struct Beat {
     pub extend: Option<Duration>,
     /// The worker's new main pid (`MAINPID=`), recorded only.
     pub main_pid: Option<i32>,
+    /// Kept in the instance's history (a job run reported by `ward run`).
+    /// Only the operator's beats set it.
+    pub record: Option<String>,
 }
 
 /// Health, from process state and heartbeats together.

@@ -108,6 +108,10 @@ pub fn parse_datagram(data: &[u8]) -> Result<Beat, DatagramError> {
     Ok(beat)
 }
 
+thread_local! {
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The notify socket of one run.
 pub struct NotifySocket {
     fd: AsyncFd<OwnedFd>,
@@ -157,13 +161,21 @@ impl NotifySocket {
     /// (or the reason it was dropped) to `sink`. `allowed_uid` is the
     /// program's uid; root is always allowed.
     pub async fn run(self, allowed_uid: u32, mut sink: impl FnMut(Result<Beat, DatagramError>)) {
-        let mut buf = vec![0u8; MAX_BEAT + 1];
         loop {
             let Ok(mut guard) = self.fd.readable().await else {
                 return;
             };
             loop {
-                match receive(self.fd.get_ref().as_raw_fd(), &mut buf, allowed_uid) {
+                // One receive buffer per worker thread, not one per idle
+                // socket: `receive` does not await while it holds it.
+                let got = RECV_BUF.with(|b| {
+                    let mut buf = b.borrow_mut();
+                    if buf.is_empty() {
+                        buf.resize(MAX_BEAT + 1, 0);
+                    }
+                    receive(self.fd.get_ref().as_raw_fd(), &mut buf, allowed_uid)
+                });
+                match got {
                     Ok(Received::Datagram(result)) => sink(result),
                     Ok(Received::Again) => continue,
                     Ok(Received::Empty) => break,

@@ -203,11 +203,24 @@ impl RotatingFile {
                     fs::create_dir_all(parent)?;
                 }
             }
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
+                .read(true)
                 .append(true)
                 .create(true)
                 .open(&self.path)?;
-            let size = file.metadata()?.len();
+            let mut size = file.metadata()?.len();
+            // A file left cut mid-line (a SIGKILLed ward, a full disk) gets
+            // its line ended, so the next line does not glue onto it.
+            if size > 0 {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut last = [0u8; 1];
+                file.seek(SeekFrom::End(-1))?;
+                file.read_exact(&mut last)?;
+                if last[0] != b'\n' {
+                    file.write_all(b"\n")?;
+                    size += 1;
+                }
+            }
             Ok::<_, io::Error>((file, size))
         })();
         match result {

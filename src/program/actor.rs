@@ -17,7 +17,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 
 use super::state::{after_exit, AfterExit, Phase, RunEnd};
-use super::{BeatAuth, BeatMsg, Context, LastExit, Outcome, Request, Snapshot, Transition};
+use super::{
+    constant_time_eq, BeatAuth, BeatGate, BeatMsg, BeatRefused, Context, LastExit, Outcome,
+    Request, Snapshot, Transition,
+};
 use crate::backoff::Jitter;
 use crate::config::Instance;
 use crate::config::{OnHung, ReadyMode};
@@ -57,6 +60,7 @@ pub(super) fn initial_snapshot(inst: &Instance) -> Snapshot {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn spawn(
     instance: Instance,
     ctx: Arc<Context>,
@@ -65,6 +69,7 @@ pub(super) fn spawn(
     snap_tx: watch::Sender<Snapshot>,
     beats_rx: mpsc::Receiver<BeatMsg>,
     beats_tx: mpsc::Sender<BeatMsg>,
+    gate: Arc<BeatGate>,
 ) {
     let epoch = ctx.epoch.subscribe();
     let snap = snap_tx.borrow().clone();
@@ -87,6 +92,7 @@ pub(super) fn spawn(
         stop_waiters: Vec::new(),
         beats_rx,
         beats_tx,
+        gate,
         live: Live::default(),
     };
     let span = tracing::info_span!("program", program = %actor.inst.id);
@@ -121,6 +127,8 @@ struct Actor {
     jitter: Jitter,
     beats_rx: mpsc::Receiver<BeatMsg>,
     beats_tx: mpsc::Sender<BeatMsg>,
+    /// This instance's run tokens, shared with its handles.
+    gate: Arc<BeatGate>,
     live: Live,
 }
 
@@ -152,7 +160,7 @@ enum Event {
     Exit(Exit),
     Deadline,
     Epoch,
-    Beat(BeatMsg),
+    Beat(Box<BeatMsg>),
     Closed,
 }
 
@@ -176,7 +184,7 @@ impl Actor {
                         Some((r, reply)) => Event::Request(r, reply),
                         None => Event::Closed,
                     },
-                    Some(b) = beats.recv() => Event::Beat(b),
+                    Some(b) = beats.recv() => Event::Beat(Box::new(b)),
                     exit = async { exit_rx.as_mut().expect("guarded").await }, if has_child => {
                         // The reaper only drops the sender when it is shutting down.
                         Event::Exit(exit.unwrap_or(Exit::Signal(libc::SIGKILL)))
@@ -192,7 +200,7 @@ impl Actor {
                     self.on_exit(exit).await;
                 }
                 Event::Deadline => self.on_timers().await,
-                Event::Beat(b) => self.on_beat(b),
+                Event::Beat(b) => self.on_beat(*b),
                 Event::Epoch => {
                     if self.deps_ready() {
                         self.spawn().await;
@@ -316,6 +324,7 @@ impl Actor {
         ));
         self.live.run += 1;
         self.live.token = new_token();
+        self.gate.open(self.live.token.clone());
         let run = self.live.run;
         env.push(("WARD_RUN_ID".into(), run.to_string()));
         env.push(("WARD_HEARTBEAT_TOKEN".into(), self.live.token.clone()));
@@ -605,21 +614,28 @@ impl Actor {
     fn on_beat(&mut self, msg: BeatMsg) {
         let BeatMsg { beat, auth, reply } = msg;
         let live_run = self.child.is_some();
-        let accepted = match &auth {
-            BeatAuth::Run(run) => live_run && *run == self.live.run,
-            BeatAuth::Token(t) => {
-                live_run && !self.live.token.is_empty() && constant_time_eq(t, &self.live.token)
+        let verdict = match &auth {
+            BeatAuth::Run(run) if live_run && *run == self.live.run => Ok(()),
+            BeatAuth::Run(_) if live_run => Err(BeatRefused::OldRun),
+            BeatAuth::Run(_) => Err(BeatRefused::NotRunning),
+            BeatAuth::Token(t)
+                if live_run
+                    && !self.live.token.is_empty()
+                    && constant_time_eq(t, &self.live.token) =>
+            {
+                Ok(())
             }
-            BeatAuth::Operator => true,
-        };
-        let result = match (accepted, beat) {
-            (false, _) => Err(if live_run {
-                "the token or socket belongs to another run of this program".to_string()
-            } else {
-                "the program is not running".to_string()
+            // Not the current run's: an earlier run's, or no token at all.
+            BeatAuth::Token(t) => Err(match self.gate.check(t) {
+                Err(BeatRefused::BadToken) => BeatRefused::BadToken,
+                _ => BeatRefused::OldRun,
             }),
-            (true, Err(why)) => Err(why),
-            (true, Ok(beat)) => {
+            BeatAuth::Operator => Ok(()),
+        };
+        let result = match (verdict, beat) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(why)) => Err(BeatRefused::Malformed(why)),
+            (Ok(()), Ok(beat)) => {
                 self.accept_beat(beat);
                 Ok(())
             }
@@ -637,6 +653,9 @@ impl Actor {
         let now = Instant::now();
         let was_circuit = self.snap.heartbeat.circuit_breaker_open;
         self.snap.heartbeat.apply(&beat, now_ms());
+        if let Some(detail) = &beat.record {
+            self.record(detail.clone());
+        }
         if self.child.is_some() {
             self.live.alive_at = Some(now);
             self.live.beaten = true;
@@ -702,6 +721,7 @@ impl Actor {
             t.abort();
         }
         self.live.token.clear();
+        self.gate.close();
     }
 
     /// Keep a non-phase event (health, circuit) in the history.
@@ -1073,14 +1093,6 @@ fn new_token() -> String {
         }
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// A socketpair for Node's IPC channel: ward's end, and the child's (its fd

@@ -102,12 +102,111 @@ pub enum BeatAuth {
     Operator,
 }
 
+/// Why a heartbeat was refused. Nothing in the registry changes but the
+/// instance's `rejected` count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BeatRefused {
+    /// The token is no run's of this instance (or none was given).
+    #[error("the token is not this program's WARD_HEARTBEAT_TOKEN")]
+    BadToken,
+    /// The token or socket of an earlier run: the program was restarted since.
+    #[error("the token or socket belongs to an earlier run of this program (it was restarted or stopped since); use the current run's WARD_HEARTBEAT_TOKEN")]
+    OldRun,
+    #[error("the program is not running")]
+    NotRunning,
+    #[error("{0}")]
+    Malformed(String),
+    #[error("the program's actor is gone")]
+    Gone,
+}
+
 /// A heartbeat on its way to the actor; `Err` is a malformed one (counted).
 #[derive(Debug)]
 pub struct BeatMsg {
     pub beat: Result<crate::heartbeat::Beat, String>,
     pub auth: BeatAuth,
-    pub reply: Option<oneshot::Sender<Result<(), String>>>,
+    pub reply: Option<oneshot::Sender<Result<(), BeatRefused>>>,
+}
+
+/// Tokens of the last runs kept to tell "an old run" from "not a token".
+const OLD_TOKENS: usize = 8;
+
+/// The per-run tokens of one instance, shared by its actor and handles, so
+/// that a beat with a wrong token is refused before it reaches the actor's
+/// queue (a flood of bad tokens cannot crowd out good beats).
+#[derive(Default)]
+pub struct BeatGate {
+    tokens: std::sync::Mutex<Tokens>,
+    /// Beats refused before reaching the actor.
+    refused: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Tokens {
+    current: Option<String>,
+    old: VecDeque<String>,
+}
+
+impl BeatGate {
+    fn tokens(&self) -> std::sync::MutexGuard<'_, Tokens> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new run begins with this token.
+    pub(crate) fn open(&self, token: String) {
+        let mut t = self.tokens();
+        if let Some(prev) = t.current.replace(token) {
+            t.old.push_back(prev);
+        }
+        while t.old.len() > OLD_TOKENS {
+            t.old.pop_front();
+        }
+    }
+
+    /// The current run ended: its token is an old run's from now on.
+    pub(crate) fn close(&self) {
+        let mut t = self.tokens();
+        if let Some(prev) = t.current.take() {
+            t.old.push_back(prev);
+        }
+        while t.old.len() > OLD_TOKENS {
+            t.old.pop_front();
+        }
+    }
+
+    /// Is `token` the current run's?
+    pub fn check(&self, token: &str) -> Result<(), BeatRefused> {
+        let t = self.tokens();
+        if t.current
+            .as_deref()
+            .is_some_and(|c| constant_time_eq(c, token))
+        {
+            Ok(())
+        } else if t.old.iter().any(|o| constant_time_eq(o, token)) {
+            Err(BeatRefused::OldRun)
+        } else {
+            Err(BeatRefused::BadToken)
+        }
+    }
+
+    /// Count a beat refused outside the actor.
+    pub fn refuse(&self) {
+        self.refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Compare without an early exit on the first differing byte.
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Shared by all actors.
@@ -137,6 +236,7 @@ pub struct ProgramHandle {
     pub logs: InstanceLogs,
     tx: mpsc::Sender<(Request, oneshot::Sender<Outcome>)>,
     beats: mpsc::Sender<BeatMsg>,
+    gate: Arc<BeatGate>,
     state: watch::Receiver<Snapshot>,
 }
 
@@ -147,15 +247,17 @@ impl ProgramHandle {
         let (tx, rx) = mpsc::channel(16);
         let (beats, beats_rx) = mpsc::channel(BEAT_QUEUE);
         let (snap_tx, state) = watch::channel(actor::initial_snapshot(&instance));
+        let gate = Arc::new(BeatGate::default());
         let handle = ProgramHandle {
             id: instance.id.clone(),
             program: instance.program.clone(),
             logs: logs.clone(),
             tx,
             beats: beats.clone(),
+            gate: gate.clone(),
             state,
         };
-        actor::spawn(instance, ctx, logs, rx, snap_tx, beats_rx, beats);
+        actor::spawn(instance, ctx, logs, rx, snap_tx, beats_rx, beats, gate);
         handle
     }
 
@@ -175,25 +277,43 @@ impl ProgramHandle {
         let _ = self.tx.try_send((req, reply));
     }
 
-    /// Hand a heartbeat to the actor and wait for its verdict. A full inbox
-    /// (a flood) answers at once: the beat is coalesced away.
-    pub async fn beat(&self, beat: crate::heartbeat::Beat, auth: BeatAuth) -> Result<(), String> {
+    /// Hand a heartbeat to the actor and wait for its verdict. A token is
+    /// checked first, so a refused beat never takes a place in the queue. A
+    /// full inbox (a flood) answers at once: the beat is coalesced away.
+    pub async fn beat(
+        &self,
+        beat: crate::heartbeat::Beat,
+        auth: BeatAuth,
+    ) -> Result<(), BeatRefused> {
+        if let BeatAuth::Token(t) = &auth {
+            self.check_token(t)?;
+        }
         let (reply, rx) = oneshot::channel();
         match self.beats.try_send(BeatMsg {
             beat: Ok(beat),
             auth,
             reply: Some(reply),
         }) {
-            Ok(()) => rx
-                .await
-                .unwrap_or_else(|_| Err("the program's actor is gone".into())),
+            Ok(()) => rx.await.unwrap_or(Err(BeatRefused::Gone)),
             Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err("the program's actor is gone".into()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(BeatRefused::Gone),
         }
     }
 
+    /// Is `token` the current run's? A refusal is counted.
+    pub fn check_token(&self, token: &str) -> Result<(), BeatRefused> {
+        self.gate.check(token).inspect_err(|_| self.gate.refuse())
+    }
+
+    /// Count a beat refused before it reached the actor (malformed, ...).
+    pub fn refuse(&self) {
+        self.gate.refuse();
+    }
+
     pub fn snapshot(&self) -> Snapshot {
-        self.state.borrow().clone()
+        let mut s = self.state.borrow().clone();
+        s.heartbeat.rejected += self.gate.refused();
+        s
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Snapshot> {

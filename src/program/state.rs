@@ -56,6 +56,23 @@ impl Phase {
     }
 }
 
+/// `5/6 running, 1 fatal`: the one-line summary shown by `ward status` and
+/// sent to systemd as `STATUS=`. Other states follow `running` in name order.
+pub fn summary(phases: impl IntoIterator<Item = Phase>) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let mut total = 0;
+    for p in phases {
+        total += 1;
+        *counts.entry(p.as_str()).or_default() += 1;
+    }
+    let running = counts.remove("running").unwrap_or(0);
+    let mut s = format!("{running}/{total} running");
+    for (state, n) in counts {
+        s.push_str(&format!(", {n} {state}"));
+    }
+    s
+}
+
 /// What to do once a run has ended on its own (not stopped by a user).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AfterExit {

@@ -4,11 +4,15 @@
 //! commands it ran, the daemon's stderr, `ward status`, ward's log and the
 //! state dir; set `WARD_IT_KEEP=1` to keep every test's directory.
 
+// Shared with the `faults` test binary, which uses helpers this one does not.
+#[allow(dead_code)]
 mod support;
 
 mod config_errors;
+mod heartbeats;
 mod instances;
 mod lifecycle;
+mod logs_capture;
 mod logs_cli;
 mod process_groups;
 mod reload;

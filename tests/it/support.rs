@@ -519,11 +519,111 @@ impl Drop for TestEnv {
     }
 }
 
+/// A long-running `ward` command (such as `ward logs -f`) whose stdout is
+/// read line by line by a thread. Killed and reaped on drop.
+pub struct Streaming {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<Vec<u8>>,
+    pub cmd: String,
+}
+
+impl Streaming {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The next line (without its `\n`), or `None` after `timeout` or at EOF.
+    pub fn next_line(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Collect lines until `done(line)` holds for one of them (included), or
+    /// until `deadline` passes; returns the lines and whether `done` was met.
+    pub fn lines_until(
+        &self,
+        deadline: Duration,
+        mut done: impl FnMut(&[u8]) -> bool,
+    ) -> (Vec<Vec<u8>>, bool) {
+        let end = Instant::now() + deadline;
+        let mut got = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (got, false);
+            }
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let finished = done(&line);
+                    got.push(line);
+                    if finished {
+                        return (got, true);
+                    }
+                }
+                Err(_) => return (got, false),
+            }
+        }
+    }
+
+    /// Kill the command and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl TestEnv {
+    /// Start `ward ARGS...` with stdout piped into [`Streaming`]; stderr goes
+    /// to a file in the test dir.
+    pub fn spawn_streaming(&self, args: &[&str]) -> Streaming {
+        let mut cmd = self.command(args);
+        let n = self.commands.borrow().len();
+        let err = File::create(self.root.join(format!("streaming-{n}.stderr"))).expect("stderr");
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err);
+        let desc = format!("{cmd:?} (streaming)");
+        self.commands.borrow_mut().push(desc.clone());
+        let mut child = cmd.spawn().expect("spawn streaming ward");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            loop {
+                let mut line = Vec::new();
+                match out.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Streaming {
+            child,
+            lines: rx,
+            cmd: desc,
+        }
+    }
+}
+
 /// The fields of `/proc/<pid>/stat` the tests use.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcStat {
     pub state: char,
+    pub ppid: i32,
     pub pgrp: i32,
+    pub session: i32,
+    pub utime: u64,
+    pub stime: u64,
     pub start_ticks: u64,
 }
 
@@ -533,7 +633,11 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(ProcStat {
         state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
         pgrp: f.get(2)?.parse().ok()?,
+        session: f.get(3)?.parse().ok()?,
+        utime: f.get(11)?.parse().ok()?,
+        stime: f.get(12)?.parse().ok()?,
         start_ticks: f.get(19)?.parse().ok()?,
     })
 }
@@ -562,16 +666,165 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 }
 
 fn tagged_processes(tag: &str) -> Vec<i32> {
-    let needle = format!("{TAG_VAR}={tag}");
+    processes_with_env(&format!("{TAG_VAR}={tag}"))
+}
+
+/// Live (non-zombie) processes whose environment holds exactly `key=value`.
+pub fn processes_with_env(key_value: &str) -> Vec<i32> {
     all_pids()
         .into_iter()
         .filter(|&p| {
             alive(p)
                 && fs::read(format!("/proc/{p}/environ"))
-                    .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                    .map(|env| env.split(|b| *b == 0).any(|kv| kv == key_value.as_bytes()))
                     .unwrap_or(false)
         })
         .collect()
+}
+
+/// Zombie processes whose parent is `ppid` (exited, not yet reaped by it).
+pub fn zombie_children(ppid: i32) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&p| proc_stat(p).is_some_and(|s| s.state == 'Z' && s.ppid == ppid))
+        .collect()
+}
+
+/// CPU time (utime + stime) of `pid` in clock ticks.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|s| s.utime + s.stime)
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf with a constant argument.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// Resident set size of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Number of open file descriptors of `pid`.
+pub fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Whether `pid` has `path` open (some `/proc/<pid>/fd/*` links to it).
+pub fn has_open(pid: i32, path: &Path) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| fs::read_link(e.path()).is_ok_and(|l| l == path))
+    })
+}
+
+/// The kept files of a rotated log, oldest first: `.N` … `.1`, then the
+/// current file (those that exist; a gap in the numbers is skipped).
+pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let name = path
+        .file_name()
+        .expect("log path has a file name")
+        .to_string_lossy()
+        .into_owned();
+    let mut numbered: Vec<(u32, PathBuf)> = fs::read_dir(path.parent().expect("parent"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let n = e
+                        .file_name()
+                        .to_str()?
+                        .strip_prefix(&name)?
+                        .strip_prefix('.')?
+                        .parse()
+                        .ok()?;
+                    Some((n, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    numbered.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    let mut files: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
+    if path.exists() {
+        files.push(path.to_path_buf());
+    }
+    files
+}
+
+/// The contents of [`rotated_files`], concatenated.
+pub fn read_rotated(path: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for f in rotated_files(path) {
+        all.extend(fs::read(&f).unwrap_or_else(|e| panic!("read {}: {e}", f.display())));
+    }
+    all
+}
+
+/// A tmpfs mounted on a fresh directory, unmounted (lazily, so it never
+/// fails on a busy mount) and removed on drop, even when the test panicked.
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `mount -t tmpfs -o size=SIZE tmpfs DIR`; an error when not permitted.
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::Builder::new()
+            .prefix("ward-tmpfs.")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let target = CString::new(dir.path().as_os_str().as_bytes()).expect("no NUL");
+        let opts = CString::new(format!("size={size},mode=0755")).expect("no NUL");
+        // SAFETY: mount(2) with valid NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "mount tmpfs on {}: {}",
+                dir.path().display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Tmpfs {
+            path: dir.path().to_path_buf(),
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let target = CString::new(self.path.as_os_str().as_bytes()).expect("no NUL");
+        // SAFETY: umount2(2) on the path we mounted.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
 }
 
 fn tail(path: &Path, lines: usize) -> String {
