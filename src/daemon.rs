@@ -25,6 +25,9 @@ use crate::reaper::{self, Reaper};
 use crate::sdnotify::{self, Notifier};
 use crate::supervisor::Supervisor;
 
+/// How long the final write to the status tables may delay the exit.
+const STORE_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot create the state dir `{}`", path.display())]
@@ -167,6 +170,8 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     });
     let sup = Arc::new(Supervisor::new(config, ctx));
     let count = sup.handles().len();
+    // Off the supervision path: never fails, retries an unreachable database.
+    let store = crate::store::spawn(&sup.config(), sup.clone());
     let epoch_rx = sup.subscribe_epoch();
     let (down, mut down_rx) = watch::channel(false);
     tokio::spawn(server::serve(listener, sup.clone(), down.clone()));
@@ -214,6 +219,9 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
         _ = &mut stop => {}
         _ = sigterm.recv() => kill_everything(&sup),
         _ = sigint.recv() => kill_everything(&sup),
+    }
+    if let Some(store) = store {
+        store.shutdown(STORE_FLUSH_DEADLINE).await;
     }
     let _ = fs::remove_file(&socket_path);
     tracing::info!("ward stopped");

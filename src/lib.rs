@@ -10,6 +10,7 @@
 //! - [`backoff`]: restart delays (pure).
 //! - [`logs`]: capture, rotation and reading of program output.
 //! - [`control`]: the control socket protocol, server and client.
+//! - [`store`]: the SQL status tables (SQLite or PostgreSQL), written off the supervision path.
 //! - [`cli`]: the `ward` command line.
 //! - [`init`], [`startup`], [`import`]: `ward init`, `ward startup`/`unstartup`, `ward import`.
 //! - [`procfs`], [`exit`], [`telemetry`]: small shared pieces.
@@ -29,6 +30,7 @@ pub mod program;
 pub mod reaper;
 pub mod sdnotify;
 pub mod startup;
+pub mod store;
 pub mod supervisor;
 pub mod telemetry;
 pub mod watch;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, Instance, Program};
 use crate::control::protocol::{
-    ActionResult, Actions, LogSourceInfo, LogSources, ProgramStatus, StatusReport,
+    ActionResult, Actions, LogSourceInfo, LogSources, ProgramStatus, StatusReport, StoreStatus,
 };
 use crate::logs::InstanceLogs;
 use crate::procfs;
@@ -26,6 +26,8 @@ pub struct Supervisor {
     cpu_samples: Mutex<HashMap<i32, (u64, Instant)>>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// The status-table writer's health, once `store::spawn` set it.
+    store: std::sync::OnceLock<Arc<Mutex<StoreStatus>>>,
 }
 
 /// A config and the actors running it; swapped whole on reload.
@@ -94,7 +96,13 @@ impl Supervisor {
             epoch,
             cpu_samples: Mutex::new(HashMap::new()),
             reloading: tokio::sync::Mutex::new(()),
+            store: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Let status reports include the status-table writer's health.
+    pub fn set_store_status(&self, status: Arc<Mutex<StoreStatus>>) {
+        let _ = self.store.set(status);
     }
 
     /// The running config and actors.
@@ -131,9 +139,15 @@ impl Supervisor {
         let mut report = ReloadReport::default();
         if new.supervisor != old.config.supervisor {
             report.warnings.push(
-                "changes to [supervisor] (state_dir, socket, socket_group, host, log) take effect when ward restarts".into(),
+                "changes to [supervisor] (state_dir, socket, socket_group, host, log, database) take effect when ward restarts".into(),
             );
             new.supervisor = old.config.supervisor.clone();
+        }
+        if new.store != old.config.store {
+            report
+                .warnings
+                .push("changes to [store] take effect when ward restarts".into());
+            new.store = old.config.store.clone();
         }
         let old_by_id: HashMap<&str, &ProgramHandle> =
             old.handles.iter().map(|h| (h.id.as_str(), h)).collect();
@@ -344,6 +358,10 @@ impl Supervisor {
             config: config.path.display().to_string(),
             started_at_ms: self.started_at_ms,
             programs,
+            store: self
+                .store
+                .get()
+                .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone()),
         })
     }
 

@@ -15,7 +15,8 @@ use crate::logs::OwnLogWriter;
 /// reopen `ward.log` on SIGUSR1.
 pub fn init(own_log: &Path, policy: &LogPolicy, to_stderr: bool) -> OwnLogWriter {
     let writer = crate::logs::own_log_writer(own_log.to_path_buf(), policy);
-    let filter = || EnvFilter::try_from_env("WARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        || EnvFilter::try_from_env("WARD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let file = fmt::layer()
         .with_ansi(false)
         .with_writer(writer.clone())

@@ -3,6 +3,7 @@
 //! Thin: each verb maps its flags onto the library and prints. Exit codes
 //! are the named constants below.
 
+mod db;
 mod status;
 
 use std::io::{self, IsTerminal, Write};
@@ -46,6 +47,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Apply the schema migrations that are missing (ward up does this too)
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the supervisor (in the foreground unless --detach)
     Up {
@@ -63,6 +70,34 @@ enum Command {
         /// Print the documented JSON schema instead of a table
         #[arg(long)]
         json: bool,
+        /// Read the status tables (see docs/SCHEMA.md) instead of asking the daemon
+        #[arg(long)]
+        db: bool,
+        /// With --db: every host in the database (a shared PostgreSQL), stale ones marked
+        #[arg(long, requires = "db")]
+        all_hosts: bool,
+    },
+    /// Show the history of state changes, from the status tables
+    Events {
+        /// A program or instance; all when absent
+        name: Option<String>,
+        /// Only events newer than this (e.g. 1h, 30m)
+        #[arg(long, value_parser = parse_duration_arg)]
+        since: Option<Duration>,
+        /// At most this many (the newest)
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+        /// Events of every host in the database, not only this one
+        #[arg(long)]
+        all_hosts: bool,
+    },
+    /// Manage the status-table database
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
     },
     /// Start programs (and what they depend on); waits until they run
     Start {
@@ -228,7 +263,34 @@ fn run(cli: Cli) -> u8 {
             clap_complete::generate(shell, &mut Cli::command(), "ward", &mut io::stdout());
             exit_codes::OK
         }
-        Command::Status { ref names, json } => {
+        Command::Status {
+            ref names,
+            json,
+            db: true,
+            all_hosts,
+        } => match load_config(cli.config.as_deref()) {
+            Ok(config) => db::status(&config, names, all_hosts, json),
+            Err(code) => code,
+        },
+        Command::Events {
+            ref name,
+            since,
+            lines,
+            json,
+            all_hosts,
+        } => match load_config(cli.config.as_deref()) {
+            Ok(config) => db::events(&config, name.clone(), since, lines, json, all_hosts),
+            Err(code) => code,
+        },
+        Command::Db {
+            command: DbCommand::Migrate,
+        } => match load_config(cli.config.as_deref()) {
+            Ok(config) => db::migrate(&config),
+            Err(code) => code,
+        },
+        Command::Status {
+            ref names, json, ..
+        } => {
             let socket = socket_path(&cli);
             client_call(&socket, |c| {
                 let report: StatusReport = c.call(&Request::Status {

@@ -66,6 +66,24 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
     }
     out.push_str(&summary(report));
     out.push('\n');
+    if let Some(store) = &report.store {
+        if !store.connected && store.last_error.is_some() {
+            let _ = writeln!(
+                out,
+                "warning: status tables not written ({}): {}; {} change(s) kept in memory",
+                store.url,
+                store.last_error.as_deref().unwrap_or(""),
+                store.pending
+            );
+        }
+        if store.dropped_events > 0 {
+            let _ = writeln!(
+                out,
+                "warning: {} event(s) could not be recorded in the status tables",
+                store.dropped_events
+            );
+        }
+    }
     if detail {
         for p in &report.programs {
             history(&p.snapshot, now_ms, &mut out);

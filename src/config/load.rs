@@ -17,12 +17,12 @@ use super::diag::{unknown_key_hint, ConfigError, Diagnostic, Diagnostics, LineIn
 use super::envfile::parse_env_file;
 use super::model::{
     defaults, BackoffPolicy, CommandSpec, Config, Group, HeartbeatPolicy, LogPolicy, OnHung,
-    Program, ReadyMode, RestartPolicy, StderrTarget, SupervisorSettings, User,
+    Program, ReadyMode, RestartPolicy, StderrTarget, StoreSettings, SupervisorSettings, User,
 };
 use super::system::System;
 use super::units::{parse_duration, parse_signal, parse_size};
 
-pub(crate) const TOP_KEYS: &[&str] = &["supervisor", "defaults", "program"];
+pub(crate) const TOP_KEYS: &[&str] = &["supervisor", "defaults", "program", "store"];
 pub(crate) const SUPERVISOR_KEYS: &[&str] = &[
     "state_dir",
     "socket",
@@ -31,7 +31,10 @@ pub(crate) const SUPERVISOR_KEYS: &[&str] = &[
     "log",
     "watch_config",
     "http",
+    "database",
+    "database_url_env",
 ];
+pub(crate) const STORE_KEYS: &[&str] = &["enabled", "events_retention", "refresh"];
 /// Every `[[program]]` key; `[defaults]` takes all but `name`.
 pub(crate) const PROGRAM_KEYS: &[&str] = &[
     "name",
@@ -113,6 +116,14 @@ pub(crate) fn parse_with(source: &str, path: &Path, sys: &System) -> Result<Conf
             items,
         })),
     }
+}
+
+/// `sqlite://<state_dir>/ward.db`.
+fn default_database(state_dir: &Path) -> String {
+    format!(
+        "sqlite://{}",
+        state_dir.join(defaults::DATABASE_FILE).display()
+    )
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -449,6 +460,7 @@ impl Walker<'_> {
     fn document(&mut self, root: &toml_edit::Table, path: PathBuf) -> Config {
         let entries = self.entries(root, TOP_KEYS, "", "the top level", Loc::START);
         let mut supervisor = None;
+        let mut store = StoreSettings::default();
         let mut defaults_layer = Layer::default();
         let mut parsed = Vec::new();
         for e in &entries {
@@ -466,6 +478,12 @@ impl Walker<'_> {
                     }
                 }
                 "program" => parsed = self.programs(e),
+                "store" => {
+                    if let Some(t) = self.table(e, "the top level") {
+                        let at = self.table_loc(e.item, e.key_loc);
+                        store = self.store(t, at);
+                    }
+                }
                 _ => unreachable!("entries() only returns known keys"),
             }
         }
@@ -475,17 +493,97 @@ impl Walker<'_> {
             path,
             supervisor,
             programs,
+            store,
         }
+    }
+
+    fn store(&mut self, t: &dyn TableLike, at: Loc) -> StoreSettings {
+        const CTX: &str = "`[store]`";
+        let mut s = StoreSettings::default();
+        for e in self.entries(t, STORE_KEYS, "", CTX, at) {
+            match e.key.as_str() {
+                "enabled" => s.enabled = self.boolean(&e, CTX).unwrap_or(s.enabled),
+                "events_retention" => {
+                    if let Some(d) = self.duration(&e, CTX) {
+                        s.events_retention = d;
+                    }
+                }
+                "refresh" => {
+                    if let Some(d) = self.duration(&e, CTX) {
+                        if d < Duration::from_millis(100) {
+                            self.bad_value(
+                                &e,
+                                format!("`refresh` of {d:?} is too short"),
+                                CTX,
+                                Some("use at least `\"100ms\"`; the default is `\"5s\"`".into()),
+                            );
+                        } else {
+                            s.refresh = d;
+                        }
+                    }
+                }
+                _ => unreachable!("entries() only returns known keys"),
+            }
+        }
+        s
+    }
+
+    /// A database URL: `sqlite:` (relative paths resolved against the
+    /// config's directory) or `postgres://` / `postgresql://`.
+    fn database_url(&mut self, e: &Entry<'_>, ctx: &str) -> Option<String> {
+        let url = self.string(e, ctx)?;
+        let url = url.trim();
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let (file, query) = match rest.split_once('?') {
+                Some((f, q)) => (f, Some(q)),
+                None => (rest, None),
+            };
+            if file.is_empty() {
+                self.bad_value(
+                    e,
+                    "the SQLite URL names no file".into(),
+                    ctx,
+                    Some(
+                        "write `sqlite:///absolute/path/ward.db` or `sqlite://relative/ward.db`"
+                            .into(),
+                    ),
+                );
+                return None;
+            }
+            let file = if file == ":memory:" || Path::new(file).is_absolute() {
+                file.to_owned()
+            } else {
+                normalize(&self.base.join(file)).display().to_string()
+            };
+            return Some(match query {
+                Some(q) => format!("sqlite://{file}?{q}"),
+                None => format!("sqlite://{file}"),
+            });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Some(url.to_owned());
+        }
+        let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        self.bad_value(
+            e,
+            format!("unsupported database URL scheme `{scheme}`"),
+            ctx,
+            Some("use `sqlite:///path/to/ward.db` (embedded, the default) or `postgres://user@host/db`; put a password in the variable named by `database_url_env`".into()),
+        );
+        None
     }
 
     fn supervisor_defaults(&self) -> SupervisorSettings {
         let state_dir = self.sys.default_state_dir();
         SupervisorSettings {
             socket: state_dir.join("ward.sock"),
-            state_dir,
+            state_dir: state_dir.clone(),
             socket_group: None,
             host: self.sys.hostname.clone(),
             log: LogPolicy::default(),
+            database: default_database(&state_dir),
+            database_url_env: None,
             watch_config: false,
             http: None,
         }
@@ -496,6 +594,7 @@ impl Walker<'_> {
         let mut s = self.supervisor_defaults();
         let mut state_dir_set = None;
         let mut socket_set = None;
+        let mut database_set = false;
         for e in self.entries(t, SUPERVISOR_KEYS, "", CTX, at) {
             match e.key.as_str() {
                 "state_dir" => {
@@ -530,6 +629,32 @@ impl Walker<'_> {
                         s.log = self.log(lt, at, CTX).policy();
                     }
                 }
+                "database" => {
+                    if let Some(url) = self.database_url(&e, CTX) {
+                        s.database = url;
+                        database_set = true;
+                    }
+                }
+                "database_url_env" => {
+                    if let Some(name) = self.string(&e, CTX) {
+                        let valid = !name.is_empty()
+                            && !name.starts_with(|c: char| c.is_ascii_digit())
+                            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                        if valid {
+                            s.database_url_env = Some(name);
+                        } else {
+                            self.bad_value(
+                                &e,
+                                format!("`{name}` is not an environment variable name"),
+                                CTX,
+                                Some(
+                                    "name a variable, e.g. `\"DATABASE_URL\"`, not its value"
+                                        .into(),
+                                ),
+                            );
+                        }
+                    }
+                }
                 "watch_config" => {
                     if let Some(b) = self.boolean(&e, CTX) {
                         s.watch_config = b;
@@ -556,6 +681,9 @@ impl Walker<'_> {
                 }
                 _ => unreachable!("entries() only returns known keys"),
             }
+        }
+        if !database_set {
+            s.database = default_database(&s.state_dir);
         }
         if socket_set.is_none() {
             s.socket = s.state_dir.join("ward.sock");

@@ -18,6 +18,29 @@ pub struct Config {
     pub supervisor: SupervisorSettings,
     /// Programs in file order (not yet expanded into instances).
     pub programs: Vec<Program>,
+    /// The `[store]` table: the SQL status tables.
+    pub store: StoreSettings,
+}
+
+/// The `[store]` table: how ward writes its status tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    /// Write the status tables at all.
+    pub enabled: bool,
+    /// `worker_events` rows older than this are deleted.
+    pub events_retention: Duration,
+    /// How often CPU %, RSS, uptime and `supervisors.last_seen_at` are refreshed.
+    pub refresh: Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            enabled: defaults::STORE_ENABLED,
+            events_retention: defaults::STORE_EVENTS_RETENTION,
+            refresh: defaults::STORE_REFRESH,
+        }
+    }
 }
 
 /// The `[supervisor]` table.
@@ -33,6 +56,14 @@ pub struct SupervisorSettings {
     pub host: String,
     /// Rotation policy for ward's own log, `<state_dir>/ward.log`.
     pub log: LogPolicy,
+    /// Database URL for the status tables: `sqlite://...` (default
+    /// `sqlite://<state_dir>/ward.db`) or `postgres://...`. Relative SQLite
+    /// paths are already resolved against the config file's directory.
+    pub database: String,
+    /// An environment variable whose value, when set and not empty, is used
+    /// instead of `database` (keeps passwords out of the file). Read when the
+    /// database is opened, not at load time.
+    pub database_url_env: Option<String>,
     /// Reload by itself when the config file changes on disk.
     pub watch_config: bool,
     /// Loopback address of the heartbeat HTTP endpoint; off when `None`.
@@ -337,6 +368,11 @@ pub mod defaults {
     pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
     pub const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
     pub const LOG_KEEP: u32 = 5;
+    /// The SQLite file under the state dir when `database` is not set.
+    pub const DATABASE_FILE: &str = "ward.db";
+    pub const STORE_ENABLED: bool = true;
+    pub const STORE_EVENTS_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+    pub const STORE_REFRESH: Duration = Duration::from_secs(5);
     pub const WATCH_DELAY: Duration = Duration::from_millis(500);
     pub const READY: super::ReadyMode = super::ReadyMode::Uptime;
     pub const READY_TIMEOUT: Duration = Duration::from_secs(90);

@@ -1025,6 +1025,16 @@ fn documented_defaults_match_the_code() {
     assert_eq!(d("autostart"), defaults::AUTOSTART.to_string());
     assert_eq!(parse_signal(d("stop_signal")), Ok(defaults::STOP_SIGNAL));
     assert_eq!(d("exit_codes"), format!("{:?}", defaults::EXIT_CODES));
+    assert_eq!(d("store.enabled"), defaults::STORE_ENABLED.to_string());
+    assert_eq!(
+        dur("store.events_retention"),
+        defaults::STORE_EVENTS_RETENTION
+    );
+    assert_eq!(dur("store.refresh"), defaults::STORE_REFRESH);
+    assert_eq!(
+        d("supervisor.database"),
+        format!("sqlite://<state_dir>/{}", defaults::DATABASE_FILE)
+    );
 
     // The documented restart default, written in a config, gives the code's default.
     let src = format!(
@@ -1032,4 +1042,76 @@ fn documented_defaults_match_the_code() {
         d("restart")
     );
     assert_eq!(ok(&src).programs[0].restart, defaults::RESTART);
+}
+
+#[test]
+fn database_and_store_defaults() {
+    let c = ok("");
+    assert_eq!(c.supervisor.database, "sqlite:///var/lib/ward/ward.db");
+    assert_eq!(c.supervisor.database_url_env, None);
+    assert_eq!(c.store, StoreSettings::default());
+    // The default database follows state_dir.
+    let c = ok("[supervisor]\nstate_dir = \"st\"\n");
+    assert_eq!(c.supervisor.database, "sqlite:///srv/app/st/ward.db");
+}
+
+#[test]
+fn database_urls() {
+    let c = ok(r#"
+[supervisor]
+database = "sqlite://data/ward.db?mode=rwc"
+database_url_env = "WARD_DB"
+
+[store]
+enabled = false
+events_retention = "7d"
+refresh = "1s"
+"#);
+    assert_eq!(
+        c.supervisor.database,
+        "sqlite:///srv/app/data/ward.db?mode=rwc"
+    );
+    assert_eq!(c.supervisor.database_url_env.as_deref(), Some("WARD_DB"));
+    assert!(!c.store.enabled);
+    assert_eq!(c.store.events_retention, Duration::from_secs(7 * 86_400));
+    assert_eq!(c.store.refresh, Duration::from_secs(1));
+    let c = ok("[supervisor]\ndatabase = \"sqlite:///abs/w.db\"\n");
+    assert_eq!(c.supervisor.database, "sqlite:///abs/w.db");
+    let pg = "postgres://ward@db.example/ward";
+    let c = ok(&format!("[supervisor]\ndatabase = \"{pg}\"\n"));
+    assert_eq!(c.supervisor.database, pg);
+}
+
+#[test]
+fn bad_database_settings() {
+    let d = one("[supervisor]\ndatabase = \"mysql://x/y\"\n");
+    check(
+        &d,
+        2,
+        12,
+        "database",
+        "unsupported database URL scheme `mysql` in `[supervisor]`",
+    );
+    assert!(
+        d.hint.as_deref().unwrap_or("").contains("postgres://"),
+        "{d:?}"
+    );
+    let d = one("[supervisor]\ndatabase_url_env = \"postgres://x\"\n");
+    check(
+        &d,
+        2,
+        20,
+        "database_url_env",
+        "`postgres://x` is not an environment variable name in `[supervisor]`",
+    );
+    let d = one("[store]\nretention = \"1d\"\n");
+    check(&d, 2, 1, "retention", "unknown key in `[store]`");
+    let d = one("[store]\nrefresh = 5\n");
+    check(
+        &d,
+        2,
+        11,
+        "refresh",
+        "expected a duration string, found an integer (`5`) in `[store]`",
+    );
 }

@@ -310,6 +310,27 @@ pub struct StatusReport {
     /// Unix ms when the daemon started.
     pub started_at_ms: u64,
     pub programs: Vec<ProgramStatus>,
+    /// The status tables' writer; absent when `[store] enabled = false`
+    /// (and from daemons older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreStatus>,
+}
+
+/// How the status-table writer is doing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// The database URL, password redacted.
+    pub url: String,
+    /// The last write worked.
+    pub connected: bool,
+    /// Rows and events waiting to be written.
+    pub pending: usize,
+    /// Events lost since the daemon started (buffer overflow during an
+    /// outage, or transitions faster than the store looks).
+    pub dropped_events: u64,
+    pub last_error: Option<String>,
 }
 
 /// One instance in a [`StatusReport`].

@@ -1,0 +1,645 @@
+//! The pure half of the store: snapshots in, rows and events out, and the
+//! coalescing buffer between the observer and the writer.
+//!
+//! No I/O and no clock (callers pass `now_ms`), so every rule here is tested
+//! by the unit tests below: which transitions are new, what a gap in the
+//! 16-entry history ring means, and how repeated updates of a row coalesce.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::exit::Exit;
+use crate::program::{Phase, Snapshot, Transition};
+
+/// A worker row's key within one host: (program, instance index).
+pub type WorkerKey = (String, i64);
+
+/// One `worker_status` row (the host is the writer's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    pub program: String,
+    pub instance: i64,
+    pub name: String,
+    pub state: String,
+    pub pid: Option<i64>,
+    pub started_at_ms: Option<u64>,
+    pub state_since_ms: u64,
+    pub uptime_ms: Option<i64>,
+    pub restarts: i64,
+    pub last_exit_code: Option<i64>,
+    pub last_exit_signal: Option<i64>,
+    pub last_exit_at_ms: Option<u64>,
+    pub next_start_at_ms: Option<u64>,
+    pub message: Option<String>,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<i64>,
+    pub log_bytes_dropped: i64,
+    pub updated_at_ms: u64,
+    /// From the heartbeat registry (null until a worker beats).
+    pub last_heartbeat_at_ms: Option<u64>,
+    pub health: String,
+    pub status_text: Option<String>,
+    pub jobs_processed: Option<i64>,
+    pub error_count: Option<i64>,
+    pub circuit_breaker_open: Option<bool>,
+    pub current_task: Option<String>,
+    /// JSON text.
+    pub metadata: Option<String>,
+}
+
+impl WorkerRow {
+    pub fn key(&self) -> WorkerKey {
+        (self.program.clone(), self.instance)
+    }
+
+    /// Equal apart from what changes by itself with time.
+    fn same_content(&self, other: &WorkerRow) -> bool {
+        let strip = |r: &WorkerRow| WorkerRow {
+            uptime_ms: None,
+            updated_at_ms: 0,
+            ..r.clone()
+        };
+        strip(self) == strip(other)
+    }
+}
+
+/// One `worker_events` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub at_ms: u64,
+    pub program: String,
+    pub instance: i64,
+    pub name: String,
+    /// `started`, `restarted`, `running`, `exited`, `backoff`, `fatal`,
+    /// `stopping`, `stopped`, `waiting`, `unknown`, `removed`, `events_dropped`.
+    pub event: &'static str,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub pid: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub exit_signal: Option<i64>,
+    pub delay_ms: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// Figures only a status call measures (refreshed every `[store] refresh`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Metrics {
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub log_bytes_dropped: u64,
+}
+
+/// What the observer remembers of one instance between two looks.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// The newest transition already turned into events.
+    last: Option<Transition>,
+    /// The last row sent.
+    row: Option<WorkerRow>,
+    pub metrics: Metrics,
+}
+
+impl Seen {
+    /// The instance got a new actor (a reload changed it): its history
+    /// starts afresh, so the old marker must not count as a gap.
+    pub fn new_actor(&mut self) {
+        self.last = None;
+    }
+
+    /// No row was sent for this instance yet.
+    pub fn never_sent(&self) -> bool {
+        self.row.is_none()
+    }
+}
+
+/// What changed in one instance since the last look.
+#[derive(Debug, Default, PartialEq)]
+pub struct Diff {
+    pub row: Option<WorkerRow>,
+    pub events: Vec<EventRow>,
+    /// The history ring overflowed between two looks: some transitions were
+    /// never seen (at least one).
+    pub gap: bool,
+}
+
+/// Compare `snap` with what was seen before. `force` sends the row even if
+/// only its time-dependent columns changed (the periodic refresh).
+pub fn observe(seen: &mut Seen, snap: &Snapshot, now_ms: u64, force: bool) -> Diff {
+    let mut diff = Diff::default();
+    let history: Vec<&Transition> = snap.history.iter().collect();
+    let new_from = match &seen.last {
+        None => 0,
+        Some(last) => match history.iter().rposition(|t| *t == last) {
+            Some(i) => i + 1,
+            None => {
+                // The last one we saw has left the ring: everything in it is
+                // new, and whatever fell out before it is lost.
+                diff.gap = !history.is_empty();
+                0
+            }
+        },
+    };
+    let count = history.len();
+    for (i, t) in history.iter().enumerate().skip(new_from) {
+        let is_last = i + 1 == count;
+        events_for(snap, t, is_last, &mut diff.events);
+    }
+    if let Some(t) = history.last() {
+        seen.last = Some((*t).clone());
+    }
+    let row = row_for(snap, seen.metrics, now_ms);
+    let changed = match &seen.row {
+        Some(prev) => !prev.same_content(&row),
+        None => true,
+    };
+    if changed || force {
+        seen.row = Some(row.clone());
+        diff.row = Some(row);
+    }
+    diff
+}
+
+/// The `worker_status` row of a snapshot.
+pub fn row_for(snap: &Snapshot, m: Metrics, now_ms: u64) -> WorkerRow {
+    let live = snap.state.has_process();
+    let (code, signal) = exit_parts(snap.last_exit.as_ref().map(|e| e.exit));
+    let hb = &snap.heartbeat;
+    let beating = hb.last_beat_ms.is_some();
+    WorkerRow {
+        program: snap.program.clone(),
+        instance: i64::from(snap.instance),
+        name: snap.name.clone(),
+        state: snap.state.as_str().to_string(),
+        pid: snap.pid.map(i64::from),
+        started_at_ms: snap.started_at_ms,
+        state_since_ms: snap.since_ms,
+        uptime_ms: if live {
+            snap.started_at_ms.map(|s| now_ms.saturating_sub(s) as i64)
+        } else {
+            None
+        },
+        restarts: i64::from(snap.restarts),
+        last_exit_code: code,
+        last_exit_signal: signal,
+        last_exit_at_ms: snap.last_exit.as_ref().map(|e| e.at_ms),
+        next_start_at_ms: snap.next_start_ms,
+        message: snap.message.clone(),
+        cpu_percent: if live { m.cpu_percent } else { None },
+        rss_bytes: if live {
+            m.rss_bytes.map(|b| b as i64)
+        } else {
+            None
+        },
+        log_bytes_dropped: m.log_bytes_dropped as i64,
+        updated_at_ms: now_ms,
+        last_heartbeat_at_ms: hb.last_beat_ms,
+        health: snap.health.as_str().to_string(),
+        status_text: hb.status.clone(),
+        jobs_processed: beating.then_some(hb.jobs_processed as i64),
+        error_count: beating.then_some(hb.error_count as i64),
+        circuit_breaker_open: beating.then_some(hb.circuit_breaker_open),
+        current_task: hb.current_task.clone(),
+        metadata: hb
+            .metadata
+            .as_ref()
+            .and_then(|m| serde_json::to_string(m).ok()),
+    }
+}
+
+fn exit_parts(exit: Option<Exit>) -> (Option<i64>, Option<i64>) {
+    match exit {
+        Some(Exit::Code(c)) => (Some(i64::from(c)), None),
+        Some(Exit::Signal(s)) => (None, Some(i64::from(s))),
+        None => (None, None),
+    }
+}
+
+/// The events one transition stands for (an exit into backoff is two: the
+/// exit and the delay chosen).
+fn events_for(snap: &Snapshot, t: &Transition, is_last: bool, out: &mut Vec<EventRow>) {
+    let (code, signal) = exit_parts(t.exit);
+    let base = EventRow {
+        at_ms: t.at_ms,
+        program: snap.program.clone(),
+        instance: i64::from(snap.instance),
+        name: snap.name.clone(),
+        event: "",
+        from_state: Some(t.from.as_str().to_string()),
+        to_state: Some(t.to.as_str().to_string()),
+        pid: t.pid.map(i64::from),
+        exit_code: None,
+        exit_signal: None,
+        delay_ms: None,
+        detail: t.detail.clone(),
+    };
+    let exited = EventRow {
+        event: "exited",
+        exit_code: code,
+        exit_signal: signal,
+        ..base.clone()
+    };
+    if t.from == t.to {
+        // A record without a phase change: health changes from heartbeats.
+        let detail = t.detail.as_deref().unwrap_or("");
+        let to = detail
+            .strip_prefix("health: ")
+            .and_then(|d| d.split(" -> ").nth(1))
+            .map(|d| d.split([';', ' ']).next().unwrap_or(""));
+        let event = match to {
+            Some("stale") => "heartbeat_stale",
+            Some("hung") => "heartbeat_hung",
+            _ if detail.contains("hung") => "heartbeat_hung",
+            _ => "health",
+        };
+        out.push(EventRow { event, ..base });
+        return;
+    }
+    match t.to {
+        Phase::Running if t.from == Phase::Starting => out.push(EventRow {
+            event: "running",
+            ..base
+        }),
+        Phase::Starting | Phase::Running => {
+            let event = if t.from == Phase::Backoff || t.from == Phase::Fatal {
+                "restarted"
+            } else {
+                "started"
+            };
+            out.push(EventRow { event, ..base });
+        }
+        Phase::Backoff => {
+            if t.from.has_process() {
+                out.push(exited);
+            }
+            // The delay is known only while the snapshot still waits for it.
+            let delay_ms = match (is_last && snap.state == Phase::Backoff, snap.next_start_ms) {
+                (true, Some(next)) => Some(next.saturating_sub(t.at_ms) as i64),
+                _ => None,
+            };
+            out.push(EventRow {
+                event: "backoff",
+                delay_ms,
+                ..base
+            });
+        }
+        Phase::Exited => out.push(exited),
+        Phase::Fatal => {
+            if t.from.has_process() {
+                out.push(exited);
+            }
+            out.push(EventRow {
+                event: "fatal",
+                ..base
+            });
+        }
+        Phase::Stopped => out.push(EventRow {
+            event: "stopped",
+            exit_code: code,
+            exit_signal: signal,
+            ..base
+        }),
+        Phase::Stopping => out.push(EventRow {
+            event: "stopping",
+            ..base
+        }),
+        Phase::Waiting => out.push(EventRow {
+            event: "waiting",
+            ..base
+        }),
+        Phase::Unknown => out.push(EventRow {
+            event: "unknown",
+            ..base
+        }),
+    }
+}
+
+/// The `supervisors` row of this daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupervisorRow {
+    pub pid: i64,
+    pub version: String,
+    pub config_path: String,
+    pub started_at_ms: u64,
+    pub last_seen_at_ms: u64,
+    pub stopped_at_ms: Option<u64>,
+    pub refresh_ms: i64,
+    pub dropped_events: i64,
+}
+
+/// Changes not yet written, coalesced: one row per worker (the newest),
+/// events in order up to a bound (the oldest are dropped and counted).
+#[derive(Debug, Default)]
+pub struct Pending {
+    pub rows: BTreeMap<WorkerKey, WorkerRow>,
+    pub events: VecDeque<EventRow>,
+    /// The newest supervisor row.
+    pub supervisor: Option<SupervisorRow>,
+    /// The set of instances the config has now; rows of this host not in
+    /// it are marked `removed`.
+    pub current: Option<BTreeMap<WorkerKey, String>>,
+    /// Delete events older than this (unix ms).
+    pub prune_before_ms: Option<u64>,
+    /// Events dropped so far by this buffer (overflow or history gaps).
+    pub dropped: u64,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+            && self.events.is_empty()
+            && self.supervisor.is_none()
+            && self.current.is_none()
+            && self.prune_before_ms.is_none()
+    }
+
+    /// Rows and events waiting.
+    pub fn len(&self) -> usize {
+        self.rows.len() + self.events.len()
+    }
+
+    pub fn push_row(&mut self, row: WorkerRow) {
+        self.rows.insert(row.key(), row);
+    }
+
+    pub fn push_event(&mut self, event: EventRow, max_events: usize) {
+        if self.events.len() >= max_events {
+            self.events.pop_front();
+            self.dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    /// Add `newer` on top of this (older) buffer.
+    pub fn merge(&mut self, newer: Pending, max_events: usize) {
+        self.rows.extend(newer.rows);
+        for e in newer.events {
+            self.push_event(e, max_events);
+        }
+        if newer.supervisor.is_some() {
+            self.supervisor = newer.supervisor;
+        }
+        if newer.current.is_some() {
+            self.current = newer.current;
+        }
+        self.prune_before_ms = match (self.prune_before_ms, newer.prune_before_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.dropped += newer.dropped;
+    }
+}
+
+/// Keys of `existing` (rows of this host not yet `removed`) that are not in `current`.
+pub fn removed_keys(
+    existing: &[WorkerKey],
+    current: &BTreeMap<WorkerKey, String>,
+) -> Vec<WorkerKey> {
+    let existing: BTreeSet<&WorkerKey> = existing.iter().collect();
+    existing
+        .into_iter()
+        .filter(|k| !current.contains_key(*k))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::LastExit;
+    use std::collections::VecDeque;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            name: "web:1".into(),
+            program: "web".into(),
+            instance: 1,
+            state: Phase::Stopped,
+            pid: None,
+            start_ticks: None,
+            started_at_ms: None,
+            since_ms: 1000,
+            restarts: 0,
+            streak: 0,
+            last_exit: None,
+            next_start_ms: None,
+            message: None,
+            history: VecDeque::new(),
+            health: crate::heartbeat::Health::Stopped,
+            heartbeat: Default::default(),
+        }
+    }
+
+    fn push(s: &mut Snapshot, at_ms: u64, to: Phase, pid: Option<i32>, exit: Option<Exit>) {
+        if s.history.len() == 16 {
+            s.history.pop_front();
+        }
+        let from = s.state;
+        s.history.push_back(Transition {
+            at_ms,
+            from,
+            to,
+            pid,
+            exit,
+            detail: None,
+        });
+        s.state = to;
+        s.since_ms = at_ms;
+        s.pid = if to.has_process() { pid } else { None };
+    }
+
+    fn kinds(d: &Diff) -> Vec<&'static str> {
+        d.events.iter().map(|e| e.event).collect()
+    }
+
+    #[test]
+    fn first_look_sends_the_row_and_every_transition() {
+        let mut s = snap();
+        push(&mut s, 1, Phase::Starting, Some(10), None);
+        push(&mut s, 2, Phase::Running, Some(10), None);
+        let mut seen = Seen::default();
+        let d = observe(&mut seen, &s, 5, false);
+        assert_eq!(kinds(&d), ["started", "running"]);
+        let row = d.row.expect("a row on the first look");
+        assert_eq!(
+            (row.state.as_str(), row.pid, row.instance),
+            ("running", Some(10), 1)
+        );
+        assert!(!d.gap);
+    }
+
+    #[test]
+    fn unchanged_snapshot_sends_nothing_unless_forced() {
+        let mut s = snap();
+        push(&mut s, 1, Phase::Running, Some(10), None);
+        s.started_at_ms = Some(1);
+        let mut seen = Seen::default();
+        observe(&mut seen, &s, 5, false);
+        // Uptime moved on, nothing else: no row.
+        assert_eq!(observe(&mut seen, &s, 900, false), Diff::default());
+        let forced = observe(&mut seen, &s, 1000, true);
+        assert_eq!(forced.row.map(|r| r.uptime_ms), Some(Some(999)));
+        assert!(forced.events.is_empty());
+        // New metrics are a change.
+        seen.metrics.rss_bytes = Some(4096);
+        assert_eq!(
+            observe(&mut seen, &s, 1001, false)
+                .row
+                .and_then(|r| r.rss_bytes),
+            Some(4096)
+        );
+    }
+
+    #[test]
+    fn only_new_transitions_become_events_even_with_equal_times() {
+        let mut s = snap();
+        push(&mut s, 7, Phase::Starting, Some(10), None);
+        let mut seen = Seen::default();
+        observe(&mut seen, &s, 7, false);
+        // Same millisecond: still new.
+        push(&mut s, 7, Phase::Running, Some(10), None);
+        s.last_exit = Some(LastExit {
+            exit: Exit::Code(3),
+            at_ms: 9,
+            ran_for_ms: 2,
+        });
+        push(&mut s, 9, Phase::Backoff, Some(10), Some(Exit::Code(3)));
+        s.next_start_ms = Some(1009);
+        let d = observe(&mut seen, &s, 9, false);
+        assert_eq!(kinds(&d), ["running", "exited", "backoff"]);
+        assert_eq!(d.events[1].exit_code, Some(3));
+        assert_eq!(d.events[2].delay_ms, Some(1000));
+        let row = d.row.unwrap();
+        assert_eq!(
+            (row.last_exit_code, row.last_exit_at_ms, row.pid),
+            (Some(3), Some(9), None)
+        );
+        push(&mut s, 1009, Phase::Starting, Some(11), None);
+        assert_eq!(kinds(&observe(&mut seen, &s, 1010, false)), ["restarted"]);
+    }
+
+    #[test]
+    fn a_ring_overflow_between_looks_is_a_gap() {
+        let mut s = snap();
+        push(&mut s, 1, Phase::Starting, Some(1), None);
+        let mut seen = Seen::default();
+        observe(&mut seen, &s, 1, false);
+        for i in 0..20u64 {
+            let to = if i % 2 == 0 {
+                Phase::Backoff
+            } else {
+                Phase::Starting
+            };
+            push(&mut s, 2 + i, to, Some(1), None);
+        }
+        let d = observe(&mut seen, &s, 30, false);
+        assert!(d.gap);
+        // Every transition still in the ring is reported.
+        assert_eq!(d.events.iter().filter(|e| e.event == "backoff").count(), 8);
+        // A look with nothing new has no gap.
+        assert!(!observe(&mut seen, &s, 31, false).gap);
+    }
+
+    #[test]
+    fn health_records_become_heartbeat_events() {
+        let mut s = snap();
+        push(&mut s, 1, Phase::Running, Some(5), None);
+        s.history.push_back(Transition {
+            at_ms: 2,
+            from: Phase::Running,
+            to: Phase::Running,
+            pid: Some(5),
+            exit: None,
+            detail: Some("health: healthy -> stale; no heartbeat for 30s".into()),
+        });
+        let d = observe(&mut Seen::default(), &s, 3, false);
+        assert_eq!(kinds(&d), ["started", "heartbeat_stale"]);
+    }
+
+    #[test]
+    fn signals_and_user_stops() {
+        let mut s = snap();
+        push(&mut s, 1, Phase::Running, Some(5), None);
+        push(&mut s, 2, Phase::Stopping, Some(5), None);
+        push(&mut s, 3, Phase::Stopped, None, Some(Exit::Signal(15)));
+        let d = observe(&mut Seen::default(), &s, 4, false);
+        assert_eq!(kinds(&d), ["started", "stopping", "stopped"]);
+        assert_eq!(
+            (d.events[2].exit_code, d.events[2].exit_signal),
+            (None, Some(15))
+        );
+    }
+
+    fn row(program: &str, state: &str, at: u64) -> WorkerRow {
+        let mut s = snap();
+        s.program = program.into();
+        let mut r = row_for(&s, Metrics::default(), at);
+        r.state = state.into();
+        r
+    }
+
+    fn event(at_ms: u64) -> EventRow {
+        EventRow {
+            at_ms,
+            program: "p".into(),
+            instance: 0,
+            name: "p".into(),
+            event: "started",
+            from_state: None,
+            to_state: None,
+            pid: None,
+            exit_code: None,
+            exit_signal: None,
+            delay_ms: None,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn pending_coalesces_rows_and_bounds_events() {
+        let mut p = Pending::default();
+        p.push_row(row("a", "starting", 1));
+        p.push_row(row("a", "running", 2));
+        p.push_row(row("b", "running", 2));
+        assert_eq!(p.rows.len(), 2);
+        assert_eq!(p.rows[&("a".to_string(), 1)].state, "running");
+        for i in 0..5 {
+            p.push_event(event(i), 3);
+        }
+        assert_eq!(
+            p.events.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
+        assert_eq!(p.dropped, 2);
+
+        let mut newer = Pending::default();
+        newer.push_row(row("a", "backoff", 3));
+        newer.push_event(event(9), 3);
+        newer.prune_before_ms = Some(5);
+        newer.dropped = 1;
+        p.prune_before_ms = Some(7);
+        p.merge(newer, 3);
+        assert_eq!(p.rows[&("a".to_string(), 1)].state, "backoff");
+        assert_eq!(
+            p.events.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+            [3, 4, 9]
+        );
+        assert_eq!(p.dropped, 4);
+        assert_eq!(p.prune_before_ms, Some(7));
+        assert_eq!(p.len(), 5);
+    }
+
+    #[test]
+    fn removed_are_the_rows_missing_from_the_config() {
+        let existing = vec![
+            ("a".to_string(), 0),
+            ("b".to_string(), 0),
+            ("b".to_string(), 1),
+        ];
+        let current: BTreeMap<WorkerKey, String> = [
+            (("a".to_string(), 0), "a".to_string()),
+            (("b".to_string(), 0), "b:0".to_string()),
+        ]
+        .into();
+        assert_eq!(removed_keys(&existing, &current), [("b".to_string(), 1)]);
+    }
+}

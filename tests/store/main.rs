@@ -1,0 +1,619 @@
+//! The status tables, through the real `ward` binary, against SQLite and
+//! against a real PostgreSQL server started by the test itself.
+//!
+//! Each test body is written once and run per backend (`both!` below). The
+//! PostgreSQL harness runs `initdb` and `pg_ctl` from the machine's binaries
+//! (as the `postgres` user when the tests run as root) on a temp dir and a
+//! free loopback port, and stops and removes the server on drop, so a
+//! panicking test leaves nothing running. Everything polls with deadlines.
+
+#[allow(dead_code)]
+#[path = "../it/support.rs"]
+mod support;
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Output, TestEnv};
+
+const PG_HINT: &str = "install postgresql (apt-get install postgresql)";
+
+/// The PostgreSQL binaries: on PATH, else the newest `/usr/lib/postgresql/*/bin`.
+fn pg_bin_dir() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+                // Often symlinks (/usr/local/bin/initdb): the other tools sit beside the target.
+                let real = fs::canonicalize(dir.join("initdb")).ok()?;
+                return real.parent().map(PathBuf::from);
+            }
+        }
+    }
+    let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|d| d.join("initdb").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A throwaway PostgreSQL server: stopped and deleted on drop.
+struct Pg {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    url: String,
+}
+
+impl Pg {
+    fn start() -> Pg {
+        let bin = pg_bin_dir().unwrap_or_else(|| {
+            panic!("PostgreSQL binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin: {PG_HINT}")
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("ward-pg.")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let root = dir.path().to_path_buf();
+        if nix::unistd::geteuid().is_root() {
+            let pg = nix::unistd::User::from_name("postgres")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("running as root needs the `postgres` user: {PG_HINT}"));
+            nix::unistd::chown(&root, Some(pg.uid), Some(pg.gid)).expect("chown the pg dir");
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).expect("chmod");
+        }
+        let port = free_port();
+        let pg = Pg {
+            _dir: dir,
+            url: format!("postgres://postgres@127.0.0.1:{port}/ward"),
+            root,
+            bin,
+            port,
+        };
+        let data = pg.root.join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        pg.ctl_start();
+        pg.run(
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "ward",
+            ],
+        );
+        pg
+    }
+
+    /// Run a PostgreSQL tool, as `postgres` when we are root.
+    fn run(&self, tool: &str, args: &[&str]) -> Output {
+        let exe = self.bin.join(tool);
+        let mut cmd = if nix::unistd::geteuid().is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.args(args).current_dir(&self.root);
+        let out = support::run(cmd, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "{tool} failed\n{out}\n--- server log ---\n{}",
+            fs::read_to_string(self.root.join("log")).unwrap_or_default()
+        );
+        out
+    }
+
+    fn ctl_start(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
+            self.port,
+            self.root.display()
+        );
+        let data = self.root.join("data");
+        let log = self.root.join("log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "-o",
+                &opts,
+                "start",
+            ],
+        );
+    }
+
+    fn ctl_stop(&self) {
+        let data = self.root.join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", &data.to_string_lossy(), "-m", "fast", "-w", "stop"],
+        );
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let data = self.root.join("data");
+        if data.join("postmaster.pid").exists() {
+            let exe = self.bin.join("pg_ctl");
+            let mut cmd = if nix::unistd::geteuid().is_root() {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&exe);
+                c
+            } else {
+                Command::new(&exe)
+            };
+            cmd.arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"]);
+            let _ = support::run(cmd, Duration::from_secs(30));
+        }
+    }
+}
+
+/// Where a test's daemon writes: the default SQLite file, or a fresh server.
+struct Backend {
+    pg: Option<Pg>,
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        Backend { pg: None }
+    }
+
+    fn postgres() -> Backend {
+        Backend {
+            pg: Some(Pg::start()),
+        }
+    }
+
+    /// The `[supervisor]` lines naming the database (none: the default file).
+    fn database_line(&self) -> String {
+        match &self.pg {
+            Some(pg) => format!("database = \"{}\"\n", pg.url),
+            None => String::new(),
+        }
+    }
+}
+
+/// A config for `env` writing to `b`, refreshing every 500ms, with `programs`.
+fn configure(env: &TestEnv, b: &Backend, programs: &str) {
+    env.write_config(&format!(
+        "[supervisor]\nstate_dir = \"{}\"\nhost = \"test-host\"\n{}\n[store]\nrefresh = \"500ms\"\n\n{programs}",
+        env.state_dir.display(),
+        b.database_line()
+    ));
+}
+
+const CRASHY: &str = r#"
+[[program]]
+name = "crashy"
+command = "sleep 0.1; exit 3"
+min_uptime = "0s"
+max_restarts = 0
+backoff = { initial = "200ms", max = "200ms", jitter = 0.0 }
+"#;
+
+const STEADY: &str = r#"
+[[program]]
+name = "steady"
+command = "sleep 1000"
+"#;
+
+/// `ward status --db --json`, parsed; `None` while the tables are not there yet.
+fn db_status(env: &TestEnv, extra: &[&str]) -> Option<Value> {
+    let mut args = vec!["status", "--db", "--json"];
+    args.extend_from_slice(extra);
+    let out = env.ward(&args);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_str(&out.stdout).ok()
+}
+
+fn db_worker(env: &TestEnv, name: &str) -> Option<Value> {
+    db_status(env, &[])?["workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == name)
+        .cloned()
+}
+
+fn events(env: &TestEnv, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["events", "--json", "-n", "1000"];
+    all.extend_from_slice(args);
+    let out = env.ward_ok(&all);
+    out.stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| env.fail(&format!("bad event line {l:?}: {e}")))
+        })
+        .collect()
+}
+
+fn rows_follow_state_changes(b: Backend) {
+    let env = TestEnv::new();
+    configure(&env, &b, &format!("{STEADY}{CRASHY}"));
+    env.up();
+    let pid = env.running_pid("steady");
+    env.wait_until("the steady row shows its pid", support::DEADLINE, || {
+        db_worker(&env, "steady").is_some_and(|w| w["state"] == "running" && w["pid"] == pid)
+    });
+    env.wait_until(
+        "the crashy row counts restarts and its exit",
+        support::DEADLINE,
+        || {
+            db_worker(&env, "crashy")
+                .is_some_and(|w| w["restarts"].as_i64() >= Some(2) && w["last_exit_code"] == 3)
+        },
+    );
+    // Metrics arrive with the refresh.
+    env.wait_until("steady has RSS and uptime", support::DEADLINE, || {
+        db_worker(&env, "steady")
+            .is_some_and(|w| w["rss_bytes"].as_i64() > Some(0) && w["uptime_ms"].as_i64().is_some())
+    });
+    // A change shows within a second.
+    env.ward_ok(&["stop", "steady"]);
+    let stopped = Instant::now();
+    env.wait_until(
+        "the table shows steady stopped",
+        Duration::from_secs(1),
+        || db_worker(&env, "steady").is_some_and(|w| w["state"] == "stopped" && w["pid"].is_null()),
+    );
+    eprintln!("stop visible in the table after {:?}", stopped.elapsed());
+    let status = db_status(&env, &[]).expect("status --db");
+    let host = &status["hosts"][0];
+    env.check(
+        host["host"] == "test-host" && host["stale"] == false,
+        format!("host row: {host}"),
+    );
+    let table = env.ward_ok(&["status", "--db"]).stdout;
+    env.check(
+        table.contains("HOST") && table.contains("test-host") && table.contains("crashy"),
+        format!("table:\n{table}"),
+    );
+    // Down: the supervisor row is marked stopped and shows as stale.
+    env.ward_ok(&["down"]);
+    env.wait_daemon_exit(support::DEADLINE);
+    let status = db_status(&env, &[]).expect("status --db without a daemon");
+    let host = &status["hosts"][0];
+    env.check(
+        host["stopped_at_ms"].is_i64() && host["stale"] == true,
+        format!("host row after down: {host}"),
+    );
+    let table = env.ward_ok(&["status", "--db", "--all-hosts"]).stdout;
+    env.check(
+        table.contains("stopped"),
+        format!("table after down:\n{table}"),
+    );
+}
+
+fn events_are_recorded_and_shown(b: Backend) {
+    let env = TestEnv::new();
+    configure(&env, &b, CRASHY);
+    env.up();
+    env.wait_until(
+        "three restarts are in worker_events",
+        support::DEADLINE,
+        || {
+            env.ward(&["events", "crashy", "--json"])
+                .stdout
+                .matches("\"restarted\"")
+                .count()
+                >= 3
+        },
+    );
+    let evs = events(&env, &["crashy"]);
+    let exited = evs
+        .iter()
+        .find(|e| e["event"] == "exited")
+        .expect("an exited event");
+    env.check(
+        exited["exit_code"] == 3 && exited["to_state"] == "backoff",
+        format!("exited: {exited}"),
+    );
+    env.check(
+        evs.iter()
+            .any(|e| e["event"] == "backoff" && e["delay_ms"] == 200),
+        "a backoff event with the 200ms delay",
+    );
+    env.check(
+        evs.first().is_some_and(|e| e["event"] == "started"),
+        format!("first event: {:?}", evs.first()),
+    );
+    let text = env.ward_ok(&["events", "-n", "5"]).stdout;
+    env.check(
+        text.lines().count() == 5 && text.contains("crashy"),
+        format!("ward events:\n{text}"),
+    );
+    // --since filters; the daemon need not run.
+    env.ward_ok(&["down"]);
+    env.wait_daemon_exit(support::DEADLINE);
+    env.check(
+        !events(&env, &["--since", "1h"]).is_empty(),
+        "events of the last hour",
+    );
+    let far = events(&env, &["nosuchprogram"]);
+    env.check(far.is_empty(), "no events for an unknown name");
+}
+
+fn removed_programs_are_marked(b: Backend) {
+    let env = TestEnv::new();
+    let two = "[[program]]\nname = \"a\"\ncommand = \"sleep 1000\"\n\n[[program]]\nname = \"b\"\ncommand = \"sleep 1000\"\ninstances = 2\n";
+    configure(&env, &b, two);
+    env.up();
+    env.wait_until("both programs are in the table", support::DEADLINE, || {
+        db_worker(&env, "b:1").is_some_and(|w| w["state"] == "running")
+    });
+    env.ward_ok(&["down"]);
+    env.wait_daemon_exit(support::DEADLINE);
+    configure(
+        &env,
+        &b,
+        "[[program]]\nname = \"a\"\ncommand = \"sleep 1000\"\n",
+    );
+    env.up();
+    env.wait_until("b's rows are marked removed", support::DEADLINE, || {
+        ["b:0", "b:1"]
+            .iter()
+            .all(|n| db_worker(&env, n).is_some_and(|w| w["state"] == "removed"))
+    });
+    env.wait_until("a stays and runs", support::DEADLINE, || {
+        db_worker(&env, "a").is_some_and(|w| w["state"] == "running")
+    });
+    let evs = events(&env, &["b"]);
+    env.check(
+        evs.iter().filter(|e| e["event"] == "removed").count() == 2,
+        format!("removed events: {evs:?}"),
+    );
+}
+
+fn migrations_apply_and_are_idempotent(b: Backend) {
+    let env = TestEnv::new();
+    configure(&env, &b, STEADY);
+    fs::create_dir_all(&env.state_dir).expect("state dir");
+    let first = env.ward_ok(&["db", "migrate"]).stdout;
+    env.check(
+        first.contains("applied 0001 status tables"),
+        format!("first migrate:\n{first}"),
+    );
+    let second = env.ward_ok(&["db", "migrate"]).stdout;
+    env.check(
+        second.contains("up to date (1 migrations)"),
+        format!("second migrate:\n{second}"),
+    );
+    // The daemon migrates too, and finds nothing to do.
+    env.up();
+    env.wait_until("the row appears", support::DEADLINE, || {
+        db_worker(&env, "steady").is_some_and(|w| w["state"] == "running")
+    });
+    let log = fs::read_to_string(env.state_dir.join("ward.log")).unwrap_or_default();
+    env.check(
+        !log.contains("applied a status-table migration"),
+        "the daemon applied nothing",
+    );
+    let third = env.ward_ok(&["db", "migrate"]).stdout;
+    env.check(
+        third.contains("up to date"),
+        format!("third migrate:\n{third}"),
+    );
+}
+
+/// Status without the database: a missing SQLite file is an error with a hint.
+#[test]
+fn status_db_without_a_database_says_what_to_do() {
+    let env = TestEnv::new();
+    configure(&env, &Backend::sqlite(), STEADY);
+    let out = env.ward(&["status", "--db"]);
+    env.check(out.code() == Some(1), format!("exit code\n{out}"));
+    env.check(
+        out.stderr.contains("no database at") && out.stderr.contains("ward db migrate"),
+        format!("message and hint\n{out}"),
+    );
+}
+
+/// Stop PostgreSQL while a program crash-loops; ward keeps its restart timing,
+/// warns once, and the tables catch up when the server is back.
+#[test]
+fn postgres_outage_never_stalls_supervision() {
+    let b = Backend::postgres();
+    let pg = b.pg.as_ref().expect("postgres");
+    let env = TestEnv::new();
+    configure(&env, &b, &format!("{STEADY}{CRASHY}"));
+    env.up();
+    env.wait_until("rows are written", support::DEADLINE, || {
+        db_worker(&env, "crashy").is_some_and(|w| w["restarts"].as_i64() >= Some(1))
+    });
+    pg.ctl_stop();
+    let stopped_at = Instant::now();
+    let restarts = |env: &TestEnv| env.prog("crashy")["restarts"].as_i64().unwrap_or(0);
+    let before = restarts(&env);
+    // A cycle is ~0.1s of run plus 0.2s of backoff: 8 restarts take ~2.4s.
+    env.wait_until(
+        "crashy keeps restarting during the outage",
+        Duration::from_secs(6),
+        || restarts(&env) >= before + 8,
+    );
+    let outage_cycle = stopped_at.elapsed() / 8;
+    env.check(
+        outage_cycle < Duration::from_millis(700),
+        format!("restart cycle during the outage: {outage_cycle:?}"),
+    );
+    // The daemon reports the outage.
+    env.wait_until(
+        "ward status reports the store disconnected",
+        support::DEADLINE,
+        || {
+            let s = env.status_json();
+            s["store"]["connected"] == false && s["store"]["last_error"].is_string()
+        },
+    );
+    let table = env.ward_ok(&["status"]).stdout;
+    env.check(
+        table.contains("warning: status tables not written"),
+        format!("status table:\n{table}"),
+    );
+    // Stop steady during the outage: the table must learn it afterwards.
+    env.ward_ok(&["stop", "steady"]);
+    pg.ctl_start();
+    let back = Instant::now();
+    env.wait_until(
+        "the tables catch up after the outage",
+        Duration::from_secs(15),
+        || {
+            let live = restarts(&env);
+            db_worker(&env, "steady").is_some_and(|w| w["state"] == "stopped")
+                && db_worker(&env, "crashy")
+                    .is_some_and(|w| w["restarts"].as_i64() >= Some(live - 2))
+        },
+    );
+    eprintln!("caught up {:?} after the server came back", back.elapsed());
+    env.wait_until(
+        "ward status reports the store connected",
+        support::DEADLINE,
+        || env.status_json()["store"]["connected"] == true,
+    );
+    let evs = events(&env, &["steady"]);
+    env.check(
+        evs.iter().any(|e| e["event"] == "stopped"),
+        "the stop during the outage is in worker_events",
+    );
+    let log = fs::read_to_string(env.state_dir.join("ward.log")).unwrap_or_default();
+    let warnings = log.matches("cannot write the status tables").count();
+    env.check(
+        warnings == 1,
+        format!("one warning for the outage, got {warnings}"),
+    );
+    env.check(
+        log.contains("reachable again"),
+        "a note when the database is back",
+    );
+}
+
+/// Writer throughput: `cargo test --release --test store -- --ignored --nocapture bench`.
+fn bench_writer(b: Backend) {
+    use ward::store::diff::{Pending, WorkerRow};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("dir");
+    let url = match &b.pg {
+        Some(pg) => pg.url.clone(),
+        None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+    };
+    rt.block_on(async {
+        let db = ward::store::Db::open(&url, true).await.expect("open");
+        db.migrate(&url).await.expect("migrate");
+        let row = |i: usize, n: u64| WorkerRow {
+            program: format!("p{i}"),
+            instance: 0,
+            name: format!("p{i}"),
+            state: if n % 2 == 0 { "running" } else { "backoff" }.into(),
+            pid: Some(1000 + i as i64),
+            started_at_ms: Some(1_700_000_000_000 + n),
+            state_since_ms: 1_700_000_000_000 + n,
+            uptime_ms: Some(n as i64),
+            restarts: n as i64,
+            last_exit_code: Some(1),
+            last_exit_signal: None,
+            last_exit_at_ms: Some(1_700_000_000_000),
+            next_start_at_ms: None,
+            message: Some("exit 1 after 2s; restarting in 1s".into()),
+            cpu_percent: Some(0.5),
+            rss_bytes: Some(1 << 20),
+            log_bytes_dropped: 0,
+            updated_at_ms: 1_700_000_000_000 + n,
+            last_heartbeat_at_ms: Some(1_700_000_000_000 + n),
+            health: "healthy".into(),
+            status_text: Some("working".into()),
+            jobs_processed: Some(n as i64),
+            error_count: Some(0),
+            circuit_breaker_open: Some(false),
+            current_task: None,
+            metadata: Some(r#"{"queue":"emails"}"#.into()),
+        };
+        for batch_size in [1usize, 100, 1000] {
+            let total = if batch_size == 1 { 2_000 } else { 100_000 };
+            let start = Instant::now();
+            let mut n = 0u64;
+            while (n as usize) * batch_size < total {
+                let mut p = Pending::default();
+                for i in 0..batch_size {
+                    p.push_row(row(i, n));
+                }
+                db.write("bench-host", &p, 0).await.expect("write");
+                n += 1;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{} batch {batch_size:>5}: {:>9.0} row updates/s ({total} rows in {secs:.2}s)",
+                db.backend(),
+                total as f64 / secs
+            );
+        }
+    });
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(super::Backend::sqlite()) } )*
+            #[test]
+            #[ignore = "benchmark"]
+            fn bench() { super::bench_writer(super::Backend::sqlite()) }
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(super::Backend::postgres()) } )*
+            #[test]
+            #[ignore = "benchmark"]
+            fn bench() { super::bench_writer(super::Backend::postgres()) }
+        }
+    };
+}
+
+both!(
+    rows_follow_state_changes,
+    events_are_recorded_and_shown,
+    removed_programs_are_marked,
+    migrations_apply_and_are_idempotent,
+);
