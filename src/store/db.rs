@@ -587,6 +587,9 @@ impl Db {
                 .create_if_missing(create)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
+                // A small page cache (512 KiB, not SQLite's 2 MiB): the tables
+                // are small and ward's memory budget is a few MiB.
+                .pragma("cache_size", "-512")
                 .busy_timeout(Duration::from_secs(5));
             let file = opts.get_filename().to_path_buf();
             if !create && file != std::path::Path::new(":memory:") && !file.exists() {
