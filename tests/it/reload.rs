@@ -222,7 +222,7 @@ watch_delay = "100ms"
     fs::write(env.root.join("src/tmp/scratch"), "x").unwrap();
     fs::write(env.root.join("notes.txt"), "x").unwrap();
     let quiet_period = std::time::Duration::from_millis(600);
-    std::thread::sleep(quiet_period);
+    std::thread::sleep(quiet_period); // the wait is the point: nothing may happen until it ends
     env.check(
         env.running_pid("dev") == first,
         "an ignored change restarted the program",

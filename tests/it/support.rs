@@ -98,7 +98,7 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
                 }
             );
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5)); // poll interval of the deadline loop
     };
     Output {
         cmd: desc,

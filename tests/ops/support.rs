@@ -79,7 +79,7 @@ pub fn run(mut cmd: Command) -> Output {
             let _ = child.wait();
             panic!("{desc} did not finish within 60s; killed it");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5)); // poll interval of the deadline loop
     };
     Output {
         cmd: desc,
@@ -99,7 +99,7 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         if Instant::now() >= deadline {
             panic!("timed out after {DEADLINE:?} waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10)); // poll interval of the deadline loop
     }
 }
 
@@ -143,7 +143,7 @@ impl Drop for Daemon {
                 if let Ok(Some(_)) = self.child.try_wait() {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(10)); // poll interval of the deadline loop
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
