@@ -70,8 +70,8 @@ pub fn lock_path(state_dir: &Path) -> PathBuf {
 pub fn own_log_path(state_dir: &Path) -> PathBuf {
     state_dir.join("ward.log")
 }
-fn records_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("pids")
+fn pid_journal(state_dir: &Path) -> PathBuf {
+    state_dir.join("pids.journal")
 }
 
 /// Create the state dir (owner-only when ward creates it) and take its lock.
@@ -138,7 +138,7 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Reaper)?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Reaper)?;
     let state_dir = config.supervisor.state_dir.clone();
-    let records = records_dir(&state_dir);
+    let records = pid_journal(&state_dir);
     for (label, pgid) in reaper::kill_leftovers(&records) {
         tracing::warn!(program = %label, pgid, "killed a process group left by a previous ward that did not stop cleanly");
     }
@@ -154,6 +154,7 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
             }
         })?;
 
+    let socket_inode = socket_file_inode(&socket_path);
     let (epoch, _) = watch::channel(0u64);
     let ctx = Arc::new(Context {
         reaper,
@@ -223,7 +224,10 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     if let Some(store) = store {
         store.shutdown(STORE_FLUSH_DEADLINE).await;
     }
-    let _ = fs::remove_file(&socket_path);
+    // Only our own socket: after `rm -rf` of the state dir another daemon may own the path.
+    if socket_inode.is_some() && socket_file_inode(&socket_path) == socket_inode {
+        let _ = fs::remove_file(&socket_path);
+    }
     tracing::info!("ward stopped");
     Ok(())
 }
@@ -311,4 +315,9 @@ fn kill_everything(sup: &Supervisor) {
             );
         }
     }
+}
+
+fn socket_file_inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().map(|m| m.ino())
 }

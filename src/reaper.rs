@@ -11,9 +11,11 @@
 //! reaped here too. Nothing else in ward may call `wait*` (and ward never
 //! uses `tokio::process`), or exit statuses would be stolen.
 //!
-//! Every process group ward starts is recorded as a file in the records dir
-//! until its owner releases it, so that a ward that was SIGKILLed can kill
-//! the leftovers of its previous run on the next start.
+//! Every process group ward starts is recorded in an append-only journal
+//! (`+ pgid start label` when spawned, `- pgid` when its owner releases it),
+//! so that a ward that was SIGKILLed can kill the leftovers of its previous
+//! run on the next start. One append per spawn, not one file: creating an
+//! inode per child was the most expensive step of a spawn.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -111,20 +113,20 @@ pub struct Reaper {
 impl Reaper {
     /// Become a subreaper, start the process thread and the SIGCHLD listener.
     /// Must be called inside a tokio runtime, before any child is spawned.
-    pub fn start(records_dir: PathBuf) -> io::Result<Reaper> {
+    pub fn start(journal_path: PathBuf) -> io::Result<Reaper> {
         // SAFETY: prctl with integer arguments only.
         let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         if rc != 0 {
             tracing::warn!(error = %io::Error::last_os_error(), "cannot become a child subreaper; orphaned grandchildren will be reaped by init");
         }
-        fs::create_dir_all(&records_dir)?;
+        let journal = Journal::open(journal_path)?;
         let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("ward-proc".into())
             .spawn(move || {
                 ProcessThread {
-                    records_dir,
+                    journal,
                     waiting: HashMap::new(),
                 }
                 .run(rx)
@@ -158,8 +160,77 @@ impl Reaper {
 }
 
 struct ProcessThread {
-    records_dir: PathBuf,
+    journal: Journal,
     waiting: HashMap<i32, oneshot::Sender<Exit>>,
+}
+
+/// The append-only record of live process groups.
+struct Journal {
+    path: PathBuf,
+    file: fs::File,
+    /// Live groups: pgid -> its `+` line.
+    live: HashMap<i32, String>,
+    /// Lines in the file; compacted when mostly dead.
+    lines: usize,
+}
+
+impl Journal {
+    /// Start a fresh journal (the caller has already dealt with the old one).
+    fn open(path: PathBuf) -> io::Result<Journal> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)?;
+        Ok(Journal {
+            path,
+            file,
+            live: HashMap::new(),
+            lines: 0,
+        })
+    }
+
+    fn append(&mut self, line: &str) {
+        use std::io::Write;
+        if let Err(e) = self.file.write_all(line.as_bytes()) {
+            tracing::warn!(error = %e, path = %self.path.display(), "cannot record child pids; they may survive a SIGKILL of ward");
+        }
+        self.lines += 1;
+    }
+
+    fn add(&mut self, pgid: i32, start_ticks: u64, label: &str) {
+        let line = format!("+ {pgid} {start_ticks} {label}\n");
+        self.append(&line);
+        self.live.insert(pgid, line);
+    }
+
+    fn remove(&mut self, pgid: i32) {
+        if self.live.remove(&pgid).is_some() {
+            self.append(&format!("- {pgid}\n"));
+        }
+        if self.lines > 1024 && self.lines > 4 * self.live.len() {
+            self.compact();
+        }
+    }
+
+    /// Rewrite the journal with the live groups only (atomically, by rename).
+    fn compact(&mut self) {
+        let tmp = self.path.with_extension("tmp");
+        let text: String = self.live.values().map(String::as_str).collect();
+        let result = fs::write(&tmp, text)
+            .and_then(|()| fs::rename(&tmp, &self.path))
+            .and_then(|()| fs::OpenOptions::new().append(true).open(&self.path));
+        match result {
+            Ok(f) => {
+                self.file = f;
+                self.lines = self.live.len();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot compact the pid journal"),
+        }
+    }
 }
 
 impl ProcessThread {
@@ -171,9 +242,7 @@ impl ProcessThread {
                     let _ = reply.send(result);
                 }
                 Msg::Reap => self.reap(),
-                Msg::Release(pgid) => {
-                    let _ = fs::remove_file(self.records_dir.join(pgid.to_string()));
-                }
+                Msg::Release(pgid) => self.journal.remove(pgid),
             }
         }
     }
@@ -239,10 +308,7 @@ impl ProcessThread {
         // Dropping a std Child neither waits nor kills; this thread reaps it.
         drop(child);
         let start_ticks = procfs::stat(pid).map(|s| s.start_ticks).unwrap_or(0);
-        let record = format!("{start_ticks} {}\n", req.label);
-        if let Err(e) = fs::write(self.records_dir.join(pid.to_string()), record) {
-            tracing::warn!(error = %e, dir = %self.records_dir.display(), "cannot record child pid; it may survive a SIGKILL of ward");
-        }
+        self.journal.add(pid, start_ticks, &req.label);
         let (tx, exit) = oneshot::channel();
         self.waiting.insert(pid, tx);
         Ok(Spawned {
@@ -277,24 +343,12 @@ impl ProcessThread {
 /// are provably ours are touched: the leader is the same process (same start
 /// time), or the leader is gone but members remain (a pgid cannot be reused
 /// while its group has members).
-pub fn kill_leftovers(records_dir: &Path) -> Vec<(String, i32)> {
+pub fn kill_leftovers(journal: &Path) -> Vec<(String, i32)> {
     let mut killed = Vec::new();
-    let Ok(dir) = fs::read_dir(records_dir) else {
+    let Ok(text) = fs::read_to_string(journal) else {
         return killed;
     };
-    for entry in dir.flatten() {
-        let path = entry.path();
-        let Some(pgid) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let text = fs::read_to_string(&path).unwrap_or_default();
-        let mut parts = text.trim().splitn(2, ' ');
-        let start: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        let label = parts.next().unwrap_or("?").to_string();
+    for (pgid, start, label) in live_records(&text) {
         let ours = match procfs::stat(pgid) {
             Some(s) => s.start_ticks == start,
             None => !procfs::group_members(pgid).is_empty(),
@@ -302,7 +356,61 @@ pub fn kill_leftovers(records_dir: &Path) -> Vec<(String, i32)> {
         if ours && pgid > 1 && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
             killed.push((label, pgid));
         }
-        let _ = fs::remove_file(&path);
     }
+    let _ = fs::remove_file(journal);
     killed
+}
+
+/// The groups a journal still holds: `(pgid, start ticks, label)`.
+fn live_records(text: &str) -> Vec<(i32, u64, String)> {
+    let mut live: Vec<(i32, u64, String)> = Vec::new();
+    // A torn last line (ward killed mid-write) has no newline: skip it.
+    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let mut f = line.trim_end().splitn(4, ' ');
+        match (f.next(), f.next().and_then(|p| p.parse::<i32>().ok())) {
+            (Some("+"), Some(pgid)) => {
+                let start = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let label = f.next().unwrap_or("?").to_string();
+                live.retain(|(p, _, _)| *p != pgid);
+                live.push((pgid, start, label));
+            }
+            (Some("-"), Some(pgid)) => live.retain(|(p, _, _)| *p != pgid),
+            _ => {}
+        }
+    }
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_replays_to_the_live_groups() {
+        let text = "+ 10 100 a\n+ 11 110 b:0\n- 10\n+ 12 120 c\n+ 1";
+        assert_eq!(
+            live_records(text),
+            vec![(11, 110, "b:0".to_string()), (12, 120, "c".to_string())]
+        );
+    }
+
+    #[test]
+    fn journal_compacts_to_the_live_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pids.journal");
+        let mut j = Journal::open(path.clone()).unwrap();
+        for pgid in 2..2000 {
+            j.add(pgid, 7, "x");
+            if pgid != 1999 {
+                j.remove(pgid);
+            }
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(live_records(&text), vec![(1999, 7, "x".to_string())]);
+        assert!(
+            text.lines().count() < 1100,
+            "compacted: {} lines",
+            text.lines().count()
+        );
+    }
 }

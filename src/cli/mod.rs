@@ -329,8 +329,17 @@ fn run(cli: Cli) -> u8 {
         Command::Down => {
             let socket = socket_path(&cli);
             client_call(&socket, |c| {
+                let daemon: Pong = c.call(&Request::Ping)?;
                 let actions: Actions = c.call(&Request::Down)?;
                 let code = print_actions(&actions);
+                // Return once the daemon is gone (it flushes the status
+                // tables after replying), so `ward down && ward up` works.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let alive =
+                    || crate::procfs::stat(daemon.pid as i32).is_some_and(|s| s.state != 'Z');
+                while alive() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 println!("ward stopped");
                 Ok(code)
             })

@@ -199,41 +199,10 @@ async fn handle(req: Request, sup: &Arc<Supervisor>) -> Reply {
                 Ok(b) => b,
                 Err(e) => return Reply::error(format!("bad heartbeat: {e}"), None),
             };
-            let handles = match sup.resolve(std::slice::from_ref(&name)) {
-                Ok(h) => h,
-                Err(e) => return Reply::error(e.to_string(), Some(e.hint())),
-            };
-            let mut results = Vec::new();
-            for h in handles {
-                let r = h.beat(beat.clone(), program::BeatAuth::Operator).await;
-                results.push(crate::control::protocol::ActionResult {
-                    name: h.id.clone(),
-                    ok: r.is_ok(),
-                    message: r
-                        .map(|()| "heartbeat recorded".to_string())
-                        .unwrap_or_else(|e| e.to_string()),
-                });
-            }
-            Reply::data(&Actions { results })
+            beat_all(sup, &name, beat, "heartbeat recorded").await
         }
         Request::JobRun { name, event } => {
-            let handles = match sup.resolve(std::slice::from_ref(&name)) {
-                Ok(h) => h,
-                Err(e) => return Reply::error(e.to_string(), Some(e.hint())),
-            };
-            let beat = event.to_beat();
-            let mut results = Vec::new();
-            for h in handles {
-                let r = h.beat(beat.clone(), program::BeatAuth::Operator).await;
-                results.push(crate::control::protocol::ActionResult {
-                    name: h.id.clone(),
-                    ok: r.is_ok(),
-                    message: r
-                        .map(|()| "job run recorded".to_string())
-                        .unwrap_or_else(|e| e.to_string()),
-                });
-            }
-            Reply::data(&Actions { results })
+            beat_all(sup, &name, event.to_beat(), "job run recorded").await
         }
         Request::ReopenLogs => {
             sup.reopen_logs();
@@ -272,4 +241,29 @@ async fn act(sup: &Arc<Supervisor>, req: program::Request, names: &[String]) -> 
         Ok(actions) => Reply::data(&actions),
         Err(e) => Reply::error(e.to_string(), Some(e.hint())),
     }
+}
+
+/// Hand `beat` (from the operator) to every instance of `name`.
+async fn beat_all(
+    sup: &Arc<Supervisor>,
+    name: &str,
+    beat: crate::heartbeat::Beat,
+    done: &str,
+) -> Reply {
+    let handles = match sup.resolve(&[name.to_string()]) {
+        Ok(h) => h,
+        Err(e) => return Reply::error(e.to_string(), Some(e.hint())),
+    };
+    let mut results = Vec::new();
+    for h in handles {
+        let r = h.beat(beat.clone(), program::BeatAuth::Operator).await;
+        results.push(crate::control::protocol::ActionResult {
+            name: h.id.clone(),
+            ok: r.is_ok(),
+            message: r
+                .map(|()| done.to_string())
+                .unwrap_or_else(|e| e.to_string()),
+        });
+    }
+    Reply::data(&Actions { results })
 }

@@ -84,12 +84,13 @@ pub struct RotatingFile {
 }
 
 impl RotatingFile {
-    /// Open (creating parent directories) or prepare to open `path`.
+    /// Prepare to append to `path`. The file (and its directory) is created
+    /// at the first write, so a program that never prints costs no inode.
     ///
     /// Never fails: an error is recorded in [`RotatingFile::stats`] and the
-    /// first write tries again.
+    /// next write tries again.
     pub fn open(path: PathBuf, policy: RotationPolicy) -> RotatingFile {
-        let mut f = RotatingFile {
+        let f = RotatingFile {
             path,
             policy,
             file: None,
@@ -101,7 +102,6 @@ impl RotatingFile {
             report: true,
             compressor: None,
         };
-        f.ensure_open();
         f
     }
 

@@ -469,9 +469,10 @@ min_uptime = "0s"
     env.up();
     env.running_pid("quiet");
     let log = env.log_path("quiet.out.log");
+    // Log files are created at the first output: a quiet program has none yet.
     env.check(
-        fs::metadata(&log).is_ok_and(|m| m.len() == 0),
-        "the quiet program's log exists and is empty",
+        fs::metadata(&log).map_or(true, |m| m.len() == 0),
+        "the quiet program's log is absent or empty",
     );
     for n in ["5", "0"] {
         let out = env.ward(&["logs", "quiet", "-n", n]);
@@ -480,8 +481,8 @@ min_uptime = "0s"
             format!("empty log, -n {n}\n{out}"),
         );
     }
-    fs::remove_file(&log).unwrap();
-    fs::remove_file(env.log_path("quiet.err.log")).unwrap();
+    let _ = fs::remove_file(&log);
+    let _ = fs::remove_file(env.log_path("quiet.err.log"));
     let out = env.ward(&["logs", "quiet", "-n", "5"]);
     env.check(
         out.code() == Some(0) && out.stdout.is_empty() && out.stderr.is_empty(),

@@ -437,16 +437,14 @@ impl TestEnv {
     /// group recorded by this env or by the daemon.
     fn kill_leftovers(&self) {
         let mut groups: BTreeMap<i32, u64> = self.pgids.borrow().clone();
-        if let Ok(dir) = fs::read_dir(self.state_dir.join("pids")) {
-            for e in dir.flatten() {
-                let pgid = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok());
-                let ticks = fs::read_to_string(e.path()).ok().and_then(|t| {
-                    t.split_whitespace()
-                        .next()
-                        .and_then(|x| x.parse::<u64>().ok())
-                });
-                if let (Some(pgid), Some(ticks)) = (pgid, ticks) {
-                    groups.entry(pgid).or_insert(ticks);
+        // The daemon's journal: `+ pgid start label` / `- pgid` lines.
+        if let Ok(text) = fs::read_to_string(self.state_dir.join("pids.journal")) {
+            for line in text.lines() {
+                let f: Vec<&str> = line.split(' ').collect();
+                if let ["+", pgid, ticks, ..] = f.as_slice() {
+                    if let (Ok(pgid), Ok(ticks)) = (pgid.parse::<i32>(), ticks.parse::<u64>()) {
+                        groups.entry(pgid).or_insert(ticks);
+                    }
                 }
             }
         }
