@@ -90,7 +90,7 @@ impl RotatingFile {
     /// Never fails: an error is recorded in [`RotatingFile::stats`] and the
     /// next write tries again.
     pub fn open(path: PathBuf, policy: RotationPolicy) -> RotatingFile {
-        let f = RotatingFile {
+        RotatingFile {
             path,
             policy,
             file: None,
@@ -101,8 +101,7 @@ impl RotatingFile {
             failing: false,
             report: true,
             compressor: None,
-        };
-        f
+        }
     }
 
     /// Like [`RotatingFile::open`] but never reports through `tracing`
