@@ -167,6 +167,7 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
         is_root: nix::unistd::geteuid().is_root(),
         registry: Default::default(),
         notify_dir: state_dir.join("notify"),
+        changed: Default::default(),
         http: sup_http,
     });
     let sup = Arc::new(Supervisor::new(config, ctx));

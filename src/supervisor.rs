@@ -121,6 +121,11 @@ impl Supervisor {
         self.current().handles.clone()
     }
 
+    /// Notified on every snapshot change (phase or heartbeat).
+    pub fn changed(&self) -> Arc<tokio::sync::Notify> {
+        self.ctx.changed.clone()
+    }
+
     /// Bumped on every phase change and every reload.
     pub fn subscribe_epoch(&self) -> watch::Receiver<u64> {
         self.epoch.subscribe()

@@ -767,6 +767,7 @@ impl Actor {
         self.live.last_publish = Some(Instant::now());
         self.live.publish_at = None;
         self.snap_tx.send_replace(self.snap.clone());
+        self.ctx.changed.notify_one();
     }
 
     async fn on_deadline(&mut self) {

@@ -218,6 +218,9 @@ pub struct Context {
     pub config_dir: PathBuf,
     /// Credentials are only dropped when ward runs as root.
     pub is_root: bool,
+    /// Notified on every snapshot publish (phase or heartbeat), so observers
+    /// such as the store wake only when something changed.
+    pub changed: Arc<tokio::sync::Notify>,
     /// Where per-run notify sockets are created.
     pub notify_dir: PathBuf,
     /// The heartbeat HTTP endpoint, exported to children as `WARD_HEARTBEAT_URL`.

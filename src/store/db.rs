@@ -590,6 +590,7 @@ impl Db {
                 // A small page cache (512 KiB, not SQLite's 2 MiB): the tables
                 // are small and ward's memory budget is a few MiB.
                 .pragma("cache_size", "-512")
+                .statement_cache_capacity(32)
                 .busy_timeout(Duration::from_secs(5));
             let file = opts.get_filename().to_path_buf();
             if !create && file != std::path::Path::new(":memory:") && !file.exists() {
@@ -615,7 +616,8 @@ impl Db {
                     url: shown.clone(),
                     source,
                 })?
-                .application_name("ward");
+                .application_name("ward")
+                .statement_cache_capacity(32);
             let pool = PgPoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(Duration::from_secs(3))

@@ -42,8 +42,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// One write attempt (connect, migrate, transaction) may take this long.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A scan of the snapshots at least this often, in case a change bumped no epoch.
-const SCAN_EVERY: Duration = Duration::from_millis(500);
+/// After a change is signalled, wait this long (more changes coalesce) before scanning.
+const SCAN_EVERY: Duration = Duration::from_millis(100);
+/// Every this many refreshes, all rows are rewritten (uptime, updated_at).
+const FORCE_EVERY: u32 = 12;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The URL to open: the `database_url_env` variable's value when it is set
@@ -184,9 +186,9 @@ impl Observer {
         let mut epoch = self.sup.subscribe_epoch();
         let mut refresh = tokio::time::interval(self.refresh);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut scan = tokio::time::interval(SCAN_EVERY);
-        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let changed = self.sup.changed();
         let mut last_prune: Option<Instant> = None;
+        let mut refreshes: u32 = 0;
         loop {
             tokio::select! {
                 done = &mut stop => {
@@ -204,10 +206,19 @@ impl Observer {
                     }
                     self.scan(false, None);
                 }
-                _ = scan.tick() => self.scan(false, None),
+                // Heartbeat-only changes do not bump the epoch; this wakes on
+                // any publish (coalesced), and never when nothing happens.
+                _ = changed.notified() => {
+                    tokio::time::sleep(SCAN_EVERY).await;
+                    self.scan(false, None);
+                }
                 _ = refresh.tick() => {
+                    // Metrics every refresh, but rows only when their content
+                    // changed; every FORCE_EVERY-th refresh rewrites them all
+                    // (uptime, updated_at). Liveness is the supervisors row.
+                    refreshes = refreshes.wrapping_add(1);
                     let metrics = self.metrics();
-                    self.scan(true, Some(metrics));
+                    self.scan(refreshes % FORCE_EVERY == 0, Some(metrics));
                     self.local.supervisor = Some(self.supervisor_row(None));
                     if last_prune.map_or(true, |t| t.elapsed() >= PRUNE_EVERY) {
                         last_prune = Some(Instant::now());
