@@ -372,7 +372,7 @@ pub mod defaults {
     pub const DATABASE_FILE: &str = "ward.db";
     pub const STORE_ENABLED: bool = true;
     pub const STORE_EVENTS_RETENTION: Duration = Duration::from_secs(30 * 86_400);
-    pub const STORE_REFRESH: Duration = Duration::from_secs(5);
+    pub const STORE_REFRESH: Duration = Duration::from_secs(10);
     pub const WATCH_DELAY: Duration = Duration::from_millis(500);
     pub const READY: super::ReadyMode = super::ReadyMode::Uptime;
     pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
