@@ -176,12 +176,7 @@ impl Supervisor {
         // Stop what goes away or changes, dependents first.
         let was_up: HashSet<String> = changed
             .iter()
-            .filter(|h| {
-                !matches!(
-                    h.snapshot().state,
-                    Phase::Stopped | Phase::Exited | Phase::Fatal
-                )
-            })
+            .filter(|h| h.snapshot().state.is_wanted_up())
             .map(|h| h.id.clone())
             .collect();
         let mut to_stop = removed.clone();

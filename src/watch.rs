@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{Config, Program};
-use crate::program::{Phase, Request};
+use crate::program::Request;
 use crate::supervisor::Supervisor;
 
 /// Quiet time after a config file change before reloading.
@@ -102,12 +102,7 @@ async fn restart_watched(sup: &Supervisor, name: &str) {
     };
     let up: Vec<String> = handles
         .iter()
-        .filter(|h| {
-            !matches!(
-                h.snapshot().state,
-                Phase::Stopped | Phase::Exited | Phase::Fatal
-            )
-        })
+        .filter(|h| h.snapshot().state.is_wanted_up())
         .map(|h| h.id.clone())
         .collect();
     if up.is_empty() {

@@ -158,6 +158,16 @@ impl ImportError {
     }
 }
 
+/// The directory holding a source file, absolute where possible (relative
+/// paths in the source resolve against it).
+pub(crate) fn source_dir(file: &Path) -> std::path::PathBuf {
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
 pub(crate) fn read(file: &Path) -> Result<String, ImportError> {
     std::fs::read_to_string(file).map_err(|e| {
         ImportError::new(file, None, format!("cannot read it: {e}"))

@@ -66,17 +66,7 @@ pub fn import(file: &Path) -> Result<Imported, ImportError> {
             ))
         }
     };
-    let dir = file
-        .parent()
-        .map(|d| {
-            if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            }
-        })
-        .unwrap_or(Path::new("."));
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let dir = super::source_dir(file);
     let mut out = Imported::default();
     if apps.iter().any(|a| a.get("pm2_env").is_some()) {
         jlist(file, &apps, &mut out)?;

@@ -9,17 +9,7 @@ use super::{read, ward_name, Cmd, ImportError, Imported, Prog};
 
 pub fn import(file: &Path) -> Result<Imported, ImportError> {
     let text = read(file)?;
-    let dir = file
-        .parent()
-        .map(|d| {
-            if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            }
-        })
-        .unwrap_or(Path::new("."));
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let dir = super::source_dir(file);
     let mut out = Imported::default();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();

@@ -50,6 +50,12 @@ impl Phase {
         }
     }
 
+    /// Up, or on its way up: not left down by a stop, the restart policy or
+    /// `fatal`. Restarting it (reload, watch mode) should bring it back up.
+    pub fn is_wanted_up(self) -> bool {
+        !matches!(self, Phase::Stopped | Phase::Exited | Phase::Fatal)
+    }
+
     /// A child process exists in this phase.
     pub fn has_process(self) -> bool {
         matches!(self, Phase::Starting | Phase::Running | Phase::Stopping)
