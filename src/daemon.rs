@@ -270,7 +270,7 @@ fn start_systemd_notify(
 }
 
 fn systemd_summary(sup: &Supervisor) -> String {
-    crate::program::state::summary(sup.handles().iter().map(|h| h.snapshot().state))
+    crate::program::state::summary(sup.handles().iter().map(|h| h.phase()))
 }
 
 async fn report_state(n: Arc<Notifier>, sup: Arc<Supervisor>, mut epoch: watch::Receiver<u64>) {
@@ -278,7 +278,7 @@ async fn report_state(n: Arc<Notifier>, sup: Arc<Supervisor>, mut epoch: watch::
         sup.handles()
             .iter()
             .filter(|h| h.program.autostart)
-            .all(|h| !matches!(h.snapshot().state, Phase::Stopped | Phase::Waiting))
+            .all(|h| !matches!(h.phase(), Phase::Stopped | Phase::Waiting))
     };
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     while !started(&sup) {

@@ -176,7 +176,7 @@ impl Supervisor {
         // Stop what goes away or changes, dependents first.
         let was_up: HashSet<String> = changed
             .iter()
-            .filter(|h| h.snapshot().state.is_wanted_up())
+            .filter(|h| h.phase().is_wanted_up())
             .map(|h| h.id.clone())
             .collect();
         let mut to_stop = removed.clone();
@@ -294,10 +294,11 @@ impl Supervisor {
         let programs = handles
             .into_iter()
             .map(|h| {
-                let mut snapshot = h.snapshot();
-                if !history {
-                    snapshot.history.clear();
-                }
+                let mut snapshot = if history {
+                    h.snapshot()
+                } else {
+                    h.snapshot_brief()
+                };
                 let (mut cpu_percent, mut rss_bytes) = (None, None);
                 if let (Some(pid), Some(start)) = (snapshot.pid, snapshot.start_ticks) {
                     match procfs::stat(pid) {
@@ -454,7 +455,7 @@ impl Supervisor {
                 let h = h.clone();
                 let mut epoch = self.epoch.subscribe();
                 tokio::spawn(async move {
-                    while dependents.iter().any(|d| d.snapshot().state.has_process()) {
+                    while dependents.iter().any(|d| d.phase().has_process()) {
                         if epoch.changed().await.is_err() {
                             break;
                         }

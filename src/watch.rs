@@ -102,7 +102,7 @@ async fn restart_watched(sup: &Supervisor, name: &str) {
     };
     let up: Vec<String> = handles
         .iter()
-        .filter(|h| h.snapshot().state.is_wanted_up())
+        .filter(|h| h.phase().is_wanted_up())
         .map(|h| h.id.clone())
         .collect();
     if up.is_empty() {

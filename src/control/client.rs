@@ -80,22 +80,27 @@ impl Client {
         })
     }
 
-    /// Send a request and decode the data of its reply.
+    /// Send a request and decode the data of its reply (in one pass: a
+    /// status reply for many programs is tens of kilobytes).
     pub fn call<T: DeserializeOwned>(&mut self, req: &Request) -> Result<T, ClientError> {
-        let reply = self.raw(req)?;
-        if !reply.ok {
-            return Err(ClientError::Refused {
-                error: reply
-                    .error
-                    .unwrap_or_else(|| "the daemon refused the request".into()),
-                hint: reply.hint,
-            });
+        let reply: Reply<T> = self.raw(req)?;
+        match reply {
+            Reply {
+                ok: true,
+                data: Some(data),
+                ..
+            } => Ok(data),
+            Reply { ok: true, .. } => {
+                serde_json::from_value(serde_json::Value::Null).map_err(ClientError::Malformed)
+            }
+            Reply { error, hint, .. } => Err(ClientError::Refused {
+                error: error.unwrap_or_else(|| "the daemon refused the request".into()),
+                hint,
+            }),
         }
-        serde_json::from_value(reply.data.unwrap_or(serde_json::Value::Null))
-            .map_err(ClientError::Malformed)
     }
 
-    fn raw(&mut self, req: &Request) -> Result<Reply, ClientError> {
+    fn raw<T: DeserializeOwned>(&mut self, req: &Request) -> Result<Reply<T>, ClientError> {
         let io_err = |source| ClientError::Io {
             socket: self.socket.clone(),
             source,

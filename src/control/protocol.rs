@@ -5,6 +5,7 @@
 //! docs/PROTOCOL.md; keep the two in step. Pure data: no I/O here.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::logs::LogStats;
 use crate::program::Snapshot;
@@ -259,12 +260,15 @@ impl BeatFields {
     }
 }
 
-/// The envelope of every reply.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Reply {
+/// The envelope of every reply. The daemon writes its data as JSON text
+/// (`RawValue`) and the CLI decodes it straight into the type it expects:
+/// no intermediate `serde_json::Value` on either side.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reply<T = Box<RawValue>> {
     pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
+    // A missing `data` is `None` without `default` (which would demand `T: Default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,9 +277,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn data<T: Serialize>(data: &T) -> Reply {
+        let text = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
         Reply {
             ok: true,
-            data: Some(serde_json::to_value(data).unwrap_or(serde_json::Value::Null)),
+            data: RawValue::from_string(text).ok(),
             error: None,
             hint: None,
         }

@@ -856,6 +856,10 @@ impl Actor {
         }
         tracing::warn!(%exit, ran_for = ?ran_for, "exited");
         self.decide(RunEnd::Exited(exit), ran_for, Some(detail));
+        // A zero backoff restarts now, not on the timer's next tick (up to 1 ms later).
+        if self.phase() == Phase::Backoff && self.deadline.is_some_and(|d| d <= Instant::now()) {
+            self.on_deadline().await;
+        }
     }
 
     /// Apply the restart policy after a run ended on its own.

@@ -319,6 +319,28 @@ impl ProgramHandle {
         s
     }
 
+    /// The snapshot without its history (most callers do not need the
+    /// transitions, and cloning them is most of the cost of a copy).
+    pub fn snapshot_brief(&self) -> Snapshot {
+        let b = self.state.borrow();
+        let mut s = Snapshot {
+            name: b.name.clone(),
+            program: b.program.clone(),
+            last_exit: b.last_exit.clone(),
+            message: b.message.clone(),
+            history: VecDeque::new(),
+            heartbeat: b.heartbeat.clone(),
+            ..*b
+        };
+        s.heartbeat.rejected += self.gate.refused();
+        s
+    }
+
+    /// The current state alone.
+    pub fn phase(&self) -> Phase {
+        self.state.borrow().state
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
         self.state.clone()
     }

@@ -44,6 +44,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(250);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a change is signalled, wait this long (more changes coalesce) before scanning.
 const SCAN_EVERY: Duration = Duration::from_millis(100);
+/// After a state change, wait this long before scanning (see `Observer::run`).
+const SETTLE: Duration = Duration::from_millis(20);
 /// Every this many refreshes, all rows are rewritten (uptime, updated_at).
 const FORCE_EVERY: u32 = 12;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -204,6 +206,10 @@ impl Observer {
                     if changed.is_err() {
                         return;
                     }
+                    // Let the burst settle (a restart is several transitions
+                    // within a few ms): one scan for all of it, and no work
+                    // competing with the spawn it is part of.
+                    tokio::time::sleep(SETTLE).await;
                     self.scan(false, None);
                 }
                 // Heartbeat-only changes do not bump the epoch; this wakes on
