@@ -5,7 +5,7 @@
 //! - [`daemon`]: `ward up` from lock to exit; signals; shutdown order.
 //! - [`supervisor`]: the set of program handles; status and multi-program actions.
 //! - [`program`]: one actor per instance (owns its child) and its pure state machine.
-//! - [`reaper`]: the one thread that spawns and reaps children.
+//! - [`reaper`]: the one thread that spawns and reaps children; [`spawn`]: how it starts one.
 //! - [`sdnotify`]: ward telling its own systemd it is ready, its status, its watchdog.
 //! - [`backoff`]: restart delays (pure).
 //! - [`logs`]: capture, rotation and reading of program output.
@@ -29,6 +29,7 @@ pub mod procfs;
 pub mod program;
 pub mod reaper;
 pub mod sdnotify;
+pub mod spawn;
 pub mod startup;
 pub mod store;
 pub mod supervisor;

@@ -21,10 +21,8 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use nix::sys::signal::{killpg, Signal};
@@ -103,6 +101,16 @@ enum Msg {
     Reap,
     Release(i32),
 }
+
+/// Variables of ward's own environment that its children do not inherit
+/// (they describe ward's place under systemd, not theirs).
+const INHERITED_NOT: [&str; 5] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+];
 
 /// Cloneable handle to the process thread.
 #[derive(Clone)]
@@ -249,64 +257,32 @@ impl ProcessThread {
 
     fn spawn(&mut self, req: SpawnRequest) -> Result<Spawned, SpawnError> {
         let program = req.argv.first().cloned().unwrap_or_default();
-        let mut cmd = Command::new(&program);
         // ward's own supervisor's variables are not for its children; the
         // program's env (set after) may bring its own NOTIFY_SOCKET.
-        cmd.args(&req.argv[1..])
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .envs(
-                req.env
-                    .iter()
-                    .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-            )
-            .current_dir(&req.cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(req.stdout))
-            .stderr(Stdio::from(req.stderr));
-        let parent = std::process::id() as libc::pid_t;
-        let creds = req.creds.clone();
-        let ipc_fd = req.ipc.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-        // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe system calls; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if let Some(fd) = ipc_fd {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                if let Some(c) = &creds {
-                    if libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0
-                        || libc::setgid(c.gid) != 0
-                        || libc::setuid(c.uid) != 0
-                    {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                // After setuid: a credential change clears the death signal.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    // ward died between fork and prctl.
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !INHERITED_NOT.iter().any(|n| k == n))
+            .collect();
+        for (k, v) in &req.env {
+            match env.iter_mut().find(|(ek, _)| ek == k.as_str()) {
+                Some(slot) => slot.1 = OsString::from(v),
+                None => env.push((OsString::from(k), OsString::from(v))),
+            }
         }
-        let child = cmd
-            .spawn()
-            .map_err(|source| SpawnError::Exec { program, source })?;
-        let pid = child.id() as i32;
-        // Dropping a std Child neither waits nor kills; this thread reaps it.
-        drop(child);
+        let stdin = fs::File::open("/dev/null").map_err(|source| SpawnError::Exec {
+            program: program.clone(),
+            source,
+        })?;
+        let pid = crate::spawn::spawn(&crate::spawn::Spec {
+            argv: &req.argv,
+            env,
+            cwd: &req.cwd,
+            stdin: stdin.as_raw_fd(),
+            stdout: req.stdout.as_raw_fd(),
+            stderr: req.stderr.as_raw_fd(),
+            keep: req.ipc.as_ref().map(AsRawFd::as_raw_fd),
+            creds: req.creds.as_ref(),
+        })
+        .map_err(|source| SpawnError::Exec { program, source })?;
         let start_ticks = procfs::stat(pid).map(|s| s.start_ticks).unwrap_or(0);
         self.journal.add(pid, start_ticks, &req.label);
         let (tx, exit) = oneshot::channel();
