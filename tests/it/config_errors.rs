@@ -57,21 +57,21 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "external restarted on a hang",
-        programs: "[[external]]\nname = \"billing\"\ninterval = \"30s\"\non_hung = \"restart\"\n",
+        programs: "[[external]]\nname = \"mailer\"\ninterval = \"30s\"\non_hung = \"restart\"\n",
         at: "\"restart\"",
         says: &["ward cannot restart an `[[external]]` worker", "hint: use `alert`"],
     },
     Case {
         what: "external without an interval",
-        programs: "[[external]] # no interval\nname = \"billing\"\nintervall = \"30s\"\n",
+        programs: "[[external]] # no interval\nname = \"cron-box\"\n",
         at: "[[external]] # no interval",
-        says: &["`interval`: missing required key in external `billing`", "did you mean `interval`?"],
+        says: &["`interval`: missing required key in external `cron-box`", "hint: add `interval"],
     },
     Case {
         what: "externals without the store",
-        programs: "[store]\nenabled = false\n\n[[external]] # needs the store\nname = \"billing\"\ninterval = \"30s\"\n",
+        programs: "[store]\nenabled = false\n\n[[external]] # needs the store\nname = \"reports\"\ninterval = \"30s\"\n",
         at: "[[external]] # needs the store",
-        says: &["need", "the status tables, but `[store] enabled = false`", "hint: external workers write their rows"],
+        says: &["the status tables, but `[store] enabled = false`", "hint: external workers write their rows"],
     },
     Case {
         what: "nonexistent user",
