@@ -14,6 +14,7 @@ use crate::config::{Config, Instance, Program};
 use crate::control::protocol::{
     ActionResult, Actions, LogSourceInfo, LogSources, ProgramStatus, StatusReport, StoreStatus,
 };
+use crate::heartbeat::external::Externals;
 use crate::logs::InstanceLogs;
 use crate::procfs;
 use crate::program::{Context, Phase, ProgramHandle, Request};
@@ -28,6 +29,8 @@ pub struct Supervisor {
     reloading: tokio::sync::Mutex<()>,
     /// The status-table writer's health, once `store::spawn` set it.
     store: std::sync::OnceLock<Arc<Mutex<StoreStatus>>>,
+    /// The registry of `[[external]]` workers.
+    externals: Externals,
 }
 
 /// A config and the actors running it; swapped whole on reload.
@@ -54,17 +57,37 @@ pub enum ReloadError {
     Invalid(String),
 }
 
-/// A name that matches no program.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown program `{name}`")]
+/// A name that matches no program (or names an `[[external]]` worker,
+/// which no action but `status` and `beat` applies to).
+#[derive(Debug)]
 pub struct UnknownName {
     pub name: String,
     pub known: Vec<String>,
+    /// The name is an `[[external]]` worker's.
+    pub external: bool,
 }
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.external {
+            write!(
+                f,
+                "`{}` is an [[external]] worker; ward does not run it",
+                self.name
+            )
+        } else {
+            write!(f, "unknown program `{}`", self.name)
+        }
+    }
+}
+
+impl std::error::Error for UnknownName {}
 
 impl UnknownName {
     pub fn hint(&self) -> String {
-        if self.known.is_empty() {
+        if self.external {
+            "an external worker reports through the `heartbeats` table; `ward status` and `ward beat` take its name, start/stop/restart/logs do not (docs/HEARTBEATS.md)".into()
+        } else if self.known.is_empty() {
             "the config defines no programs".into()
         } else {
             format!("known programs: {} (or `all`)", self.known.join(", "))
@@ -89,7 +112,9 @@ impl Supervisor {
             handles,
         };
         register(&ctx, &generation.handles);
+        let externals = Externals::spawn(&generation.config.externals, ctx.changed.clone());
         Supervisor {
+            externals,
             current: RwLock::new(Arc::new(generation)),
             ctx,
             started_at_ms: crate::program::now_ms(),
@@ -119,6 +144,11 @@ impl Supervisor {
 
     pub fn handles(&self) -> Vec<ProgramHandle> {
         self.current().handles.clone()
+    }
+
+    /// The `[[external]]` workers' registry.
+    pub fn externals(&self) -> &Externals {
+        &self.externals
     }
 
     /// Notified on every snapshot change (phase or heartbeat).
@@ -213,6 +243,28 @@ impl Supervisor {
             handles.push(h);
         }
         report.removed = removed.iter().map(|h| h.id.clone()).collect();
+        let old_x: HashSet<&str> = old
+            .config
+            .externals
+            .iter()
+            .map(|x| x.name.as_str())
+            .collect();
+        let new_x: HashSet<&str> = new.externals.iter().map(|x| x.name.as_str()).collect();
+        for x in &new.externals {
+            if !old_x.contains(x.name.as_str()) {
+                report.added.push(x.name.clone());
+            } else if old.config.external(&x.name) != Some(x) {
+                report.changed.push(x.name.clone());
+            } else {
+                report.unchanged += 1;
+            }
+        }
+        for x in &old.config.externals {
+            if !new_x.contains(x.name.as_str()) {
+                report.removed.push(x.name.clone());
+            }
+        }
+        self.externals.configure(new.externals.clone()).await;
         register(&self.ctx, &handles);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Generation {
             config: Arc::new(new),
@@ -263,6 +315,13 @@ impl Supervisor {
                     .iter()
                     .any(|h| &h.id == name || &h.program.name == name)
             {
+                if current.config.external(name).is_some() {
+                    return Err(UnknownName {
+                        name: name.clone(),
+                        known: Vec::new(),
+                        external: true,
+                    });
+                }
                 let mut known: Vec<String> = current
                     .config
                     .programs
@@ -270,9 +329,11 @@ impl Supervisor {
                     .map(|p| p.name.clone())
                     .collect();
                 known.dedup();
+                known.extend(current.config.externals.iter().map(|x| x.name.clone()));
                 return Err(UnknownName {
                     name: name.clone(),
                     known,
+                    external: false,
                 });
             }
         }
@@ -284,8 +345,32 @@ impl Supervisor {
             .collect())
     }
 
+    /// Programs and externals named by `names` (all when empty or `all`).
     pub fn status(&self, names: &[String], history: bool) -> Result<StatusReport, UnknownName> {
-        let handles = self.resolve(names)?;
+        let config = self.config();
+        let all = names.is_empty() || names.iter().any(|n| n == "all");
+        let (x_names, p_names): (Vec<String>, Vec<String>) = names
+            .iter()
+            .cloned()
+            .partition(|n| !all && config.external(n).is_some());
+        let handles = if !all && p_names.is_empty() {
+            Vec::new()
+        } else {
+            self.resolve(&p_names)?
+        };
+        let externals = self
+            .externals
+            .snapshot()
+            .iter()
+            .filter(|x| all || x_names.contains(&x.name))
+            .map(|x| {
+                let mut x = x.clone();
+                if !history {
+                    x.history.clear();
+                }
+                x
+            })
+            .collect();
         let now = Instant::now();
         let now_ms = crate::program::now_ms();
         let ticks = procfs::ticks_per_second() as f64;
@@ -351,7 +436,6 @@ impl Supervisor {
         if names.is_empty() {
             samples.retain(|pid, _| live.contains(pid));
         }
-        let config = self.config();
         Ok(StatusReport {
             host: config.supervisor.host.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -359,6 +443,7 @@ impl Supervisor {
             config: config.path.display().to_string(),
             started_at_ms: self.started_at_ms,
             programs,
+            externals,
             store: self
                 .store
                 .get()

@@ -215,12 +215,17 @@ fn render(hosts: &[HostRow], workers: &[WorkerView], now: i64) -> String {
             .count();
         let total = workers
             .iter()
-            .filter(|w| w.host == h.host && w.state != "removed")
+            .filter(|w| w.host == h.host && w.state != "removed" && w.state != "external")
             .count();
-        let mut s = format!(
-            "{}: {running}/{total} running; supervisor pid {} ",
-            h.host, h.pid
-        );
+        let externals = workers
+            .iter()
+            .filter(|w| w.host == h.host && w.state == "external")
+            .count();
+        let mut s = format!("{}: {running}/{total} running", h.host);
+        if externals > 0 {
+            s.push_str(&format!(", {externals} external"));
+        }
+        s.push_str(&format!("; supervisor pid {} ", h.pid));
         match (h.stopped_at_ms, h.stale) {
             (Some(at), _) => s.push_str(&format!("stopped {} ago", since(now, at))),
             (None, true) => s.push_str(&format!(

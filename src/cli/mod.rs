@@ -1026,6 +1026,7 @@ fn sources_from_config(
         return Err(crate::supervisor::UnknownName {
             name: names[0].clone(),
             known: config.programs.iter().map(|p| p.name.clone()).collect(),
+            external: config.external(&names[0]).is_some(),
         });
     }
     Ok(out)

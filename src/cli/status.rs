@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 
 use crate::control::protocol::{ProgramStatus, StatusReport};
+use crate::heartbeat::external::ExternalSnapshot;
+use crate::heartbeat::Health;
 use crate::program::{Phase, Snapshot};
 
 const RESET: &str = "\x1b[0m";
@@ -13,6 +15,16 @@ fn colour(phase: Phase) -> &'static str {
         Phase::Starting | Phase::Waiting | Phase::Stopping | Phase::Backoff => "\x1b[33m",
         Phase::Fatal | Phase::Unknown => "\x1b[31m",
         Phase::Stopped | Phase::Exited => "\x1b[2m",
+    }
+}
+
+/// The colour of an external's state and health cells.
+fn health_colour(health: Health) -> &'static str {
+    match health {
+        Health::Healthy | Health::Ready => "\x1b[32m",
+        Health::Stale | Health::CircuitOpen | Health::Starting | Health::Backoff => "\x1b[33m",
+        Health::Hung | Health::Crashed | Health::Fatal | Health::Unknown => "\x1b[31m",
+        Health::Stopped => "\x1b[2m",
     }
 }
 
@@ -33,21 +45,31 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
         "ERRORS",
         "INFO",
     ];
-    let rows: Vec<[String; 13]> = report.programs.iter().map(|p| row(p, now_ms)).collect();
+    let mut rows: Vec<([String; 13], &str)> = report
+        .programs
+        .iter()
+        .map(|p| (row(p, now_ms), colour(p.snapshot.state)))
+        .collect();
+    rows.extend(
+        report
+            .externals
+            .iter()
+            .map(|x| (external_row(x, now_ms), health_colour(x.health))),
+    );
     let mut widths = headers.map(str::len);
-    for r in &rows {
+    for (r, _) in &rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let line = |cells: &[String], phase: Option<Phase>, out: &mut String| {
+    let line = |cells: &[String], paint: Option<&str>, out: &mut String| {
         let last = cells.len() - 1;
         for (i, cell) in cells.iter().enumerate() {
             let pad = widths[i].saturating_sub(cell.chars().count());
-            match (i, phase, color) {
-                (1 | 2, Some(ph), true) => {
-                    let _ = write!(out, "{}{cell}{RESET}", colour(ph));
+            match (i, paint, color) {
+                (1 | 2, Some(c), true) => {
+                    let _ = write!(out, "{c}{cell}{RESET}");
                 }
                 _ => out.push_str(cell),
             }
@@ -61,8 +83,8 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
         out.push('\n');
     };
     line(&headers.map(String::from), None, &mut out);
-    for (r, p) in rows.iter().zip(&report.programs) {
-        line(r, Some(p.snapshot.state), &mut out);
+    for (r, paint) in &rows {
+        line(r, Some(paint), &mut out);
     }
     out.push_str(&summary(report));
     out.push('\n');
@@ -87,6 +109,9 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
     if detail {
         for p in &report.programs {
             history(&p.snapshot, now_ms, &mut out);
+        }
+        for x in &report.externals {
+            external_history(x, now_ms, &mut out);
         }
     }
     out
@@ -126,8 +151,7 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
         }
         info.push_str(&format!("log: {} dropped", bytes(p.log.bytes_dropped)));
     }
-    let hb = &s.heartbeat;
-    let beaten = hb.beats > 0;
+    let [last_beat, jobs, errors] = beat_cells(&s.heartbeat, now_ms);
     [
         s.name.clone(),
         s.state.as_str().to_string(),
@@ -140,26 +164,117 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
             .map(|c| format!("{c:.1}%"))
             .unwrap_or_else(dash),
         p.rss_bytes.map(bytes).unwrap_or_else(dash),
-        hb.last_beat_ms
-            .map(|t| format!("{} ago", ago(now_ms.saturating_sub(t))))
-            .unwrap_or_else(dash),
-        if beaten {
-            hb.jobs_processed.to_string()
-        } else {
-            dash()
-        },
-        if beaten {
-            hb.error_count.to_string()
-        } else {
-            dash()
-        },
+        last_beat,
+        jobs,
+        errors,
         info,
     ]
 }
 
-/// `5/6 running, 1 fatal`.
+/// LAST BEAT, JOBS and ERRORS; counters only once something was reported.
+fn beat_cells(hb: &crate::heartbeat::HeartbeatView, now_ms: u64) -> [String; 3] {
+    let dash = || "-".to_string();
+    let counted = hb.last_beat_ms.is_some() || hb.beats > 0;
+    let count = |n: u64| if counted { n.to_string() } else { dash() };
+    [
+        hb.last_beat_ms
+            .map(|t| format!("{} ago", ago(now_ms.saturating_sub(t))))
+            .unwrap_or_else(dash),
+        count(hb.jobs_processed),
+        count(hb.error_count),
+    ]
+}
+
+/// `5/6 running, 1 fatal`, and `; externals: 2 healthy, 1 stale` when there are any.
 pub fn summary(report: &StatusReport) -> String {
-    crate::program::state::summary(report.programs.iter().map(|p| p.snapshot.state))
+    let mut s = crate::program::state::summary(report.programs.iter().map(|p| p.snapshot.state));
+    if report.programs.is_empty() && !report.externals.is_empty() {
+        s.clear();
+    }
+    if !report.externals.is_empty() {
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for x in &report.externals {
+            *counts.entry(x.health.as_str()).or_default() += 1;
+        }
+        let parts: Vec<String> = counts.iter().map(|(h, n)| format!("{n} {h}")).collect();
+        let sep = if s.is_empty() { "" } else { "; " };
+        let _ = write!(s, "{sep}externals: {}", parts.join(", "));
+    }
+    s
+}
+
+/// The row of an `[[external]]` worker: no process, so no pid, uptime, CPU or memory.
+fn external_row(x: &ExternalSnapshot, now_ms: u64) -> [String; 13] {
+    let dash = || "-".to_string();
+    let hb = &x.heartbeat;
+    let info = match (&x.message, x.health) {
+        (Some(m), h) if h != Health::Healthy => m.clone(),
+        _ => hb.status.clone().unwrap_or_default(),
+    };
+    let [last_beat, jobs, errors] = beat_cells(hb, now_ms);
+    [
+        x.name.clone(),
+        x.state.clone(),
+        x.health.as_str().to_string(),
+        dash(),
+        dash(),
+        dash(),
+        dash(),
+        dash(),
+        dash(),
+        last_beat,
+        jobs,
+        errors,
+        info,
+    ]
+}
+
+fn external_history(x: &ExternalSnapshot, now_ms: u64, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "\n{}: an [[external]] worker (ward does not run it)",
+        x.name
+    );
+    if let Some(d) = &x.description {
+        let _ = writeln!(out, "  {d}");
+    }
+    match (&x.worker_host, x.worker_pid) {
+        (Some(h), Some(p)) => {
+            let _ = writeln!(out, "  its row says: host {h}, pid {p}");
+        }
+        (Some(h), None) => {
+            let _ = writeln!(out, "  its row says: host {h}");
+        }
+        (None, Some(p)) => {
+            let _ = writeln!(out, "  its row says: pid {p}");
+        }
+        (None, None) => {}
+    }
+    if let Some(m) = &x.message {
+        let _ = writeln!(out, "  {m}");
+    }
+    for (label, value) in [
+        ("task", &x.heartbeat.current_task),
+        ("last error", &x.heartbeat.last_error),
+    ] {
+        if let Some(v) = value {
+            let _ = writeln!(out, "  {label}: {v}");
+        }
+    }
+    if x.history.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nrecent health changes of {}:", x.name);
+    for c in &x.history {
+        let _ = writeln!(
+            out,
+            "  {:>8} ago  {} -> {}  {}",
+            ago(now_ms.saturating_sub(c.at_ms)),
+            c.from.as_str(),
+            c.to.as_str(),
+            c.detail
+        );
+    }
 }
 
 fn history(s: &Snapshot, now_ms: u64, out: &mut String) {

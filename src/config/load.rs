@@ -16,13 +16,14 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use super::diag::{unknown_key_hint, ConfigError, Diagnostic, Diagnostics, LineIndex, Loc};
 use super::envfile::parse_env_file;
 use super::model::{
-    defaults, BackoffPolicy, CommandSpec, Config, Group, HeartbeatPolicy, LogPolicy, OnHung,
-    Program, ReadyMode, RestartPolicy, StderrTarget, StoreSettings, SupervisorSettings, User,
+    defaults, BackoffPolicy, CommandSpec, Config, External, Group, HeartbeatPolicy, LogPolicy,
+    OnHung, Program, ReadyMode, RestartPolicy, StderrTarget, StoreSettings, SupervisorSettings,
+    User,
 };
 use super::system::System;
 use super::units::{parse_duration, parse_signal, parse_size};
 
-pub(crate) const TOP_KEYS: &[&str] = &["supervisor", "defaults", "program", "store"];
+pub(crate) const TOP_KEYS: &[&str] = &["supervisor", "defaults", "program", "store", "external"];
 pub(crate) const SUPERVISOR_KEYS: &[&str] = &[
     "state_dir",
     "socket",
@@ -70,6 +71,15 @@ pub(crate) const HEARTBEAT_KEYS: &[&str] = &[
     "hung_after",
     "on_hung",
     "watchdog_signal",
+];
+/// Every `[[external]]` key: a name, words, and the heartbeat deadlines.
+pub(crate) const EXTERNAL_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "interval",
+    "stale_after",
+    "hung_after",
+    "on_hung",
 ];
 pub(crate) const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter"];
 pub(crate) const LOG_KEYS: &[&str] = &[
@@ -245,6 +255,15 @@ struct Parsed {
     header: Loc,
     ctx: String,
     layer: Layer,
+}
+
+/// An `[[external]]` as written, before the name and store checks.
+struct ParsedExternal {
+    name: Option<(String, Loc)>,
+    header: Loc,
+    ctx: String,
+    description: Option<String>,
+    heartbeat: HeartbeatLayer,
 }
 
 struct Walker<'a> {
@@ -463,6 +482,8 @@ impl Walker<'_> {
         let mut store = StoreSettings::default();
         let mut defaults_layer = Layer::default();
         let mut parsed = Vec::new();
+        let mut externals = Vec::new();
+        let mut store_enabled_at = None;
         for e in &entries {
             match e.key.as_str() {
                 "supervisor" => {
@@ -478,22 +499,54 @@ impl Walker<'_> {
                     }
                 }
                 "program" => parsed = self.programs(e),
+                "external" => externals = self.externals(e),
                 "store" => {
                     if let Some(t) = self.table(e, "the top level") {
                         let at = self.table_loc(e.item, e.key_loc);
                         store = self.store(t, at);
+                        store_enabled_at = t.get("enabled").and_then(|i| self.span_loc(i.span()));
                     }
                 }
                 _ => unreachable!("entries() only returns known keys"),
             }
         }
         let supervisor = supervisor.unwrap_or_else(|| self.supervisor_defaults());
-        let programs = self.finish_programs(parsed, &defaults_layer);
+        let program_names: Vec<(String, Loc)> =
+            parsed.iter().filter_map(|p| p.name.clone()).collect();
+        let external_names: Vec<&str> = externals
+            .iter()
+            .filter_map(|x| x.name.as_ref().map(|(n, _)| n.as_str()))
+            .collect();
+        let programs = self.finish_programs(parsed, &defaults_layer, &external_names);
+        if !store.enabled {
+            if let Some(first) = externals.first() {
+                let n = externals.len();
+                let (at, line) = match store_enabled_at {
+                    Some(l) => (l, format!(" (line {})", l.line)),
+                    None => (first.header, String::new()),
+                };
+                self.diag(
+                    first.header,
+                    "external",
+                    format!(
+                        "{n} `[[external]]` worker{} need{} the status tables, but `[store] enabled = false`{line}",
+                        if n == 1 { "" } else { "s" },
+                        if n == 1 { "s" } else { "" },
+                    ),
+                    Some(format!(
+                        "external workers write their rows into the `heartbeats` table of the status database: remove `enabled = false` from `[store]`{}, or remove the `[[external]]` entries",
+                        if at == first.header { "" } else { " at that line" }
+                    )),
+                );
+            }
+        }
+        let externals = self.finish_externals(externals, &program_names);
         Config {
             path,
             supervisor,
             programs,
             store,
+            externals,
         }
     }
 
@@ -736,45 +789,50 @@ impl Walker<'_> {
     fn heartbeat(&mut self, t: &dyn TableLike, at: Loc, ctx: &str) -> HeartbeatLayer {
         let mut h = HeartbeatLayer::default();
         for e in self.entries(t, HEARTBEAT_KEYS, "heartbeat.", ctx, at) {
-            match &e.key["heartbeat.".len()..] {
-                "interval" => {
-                    h.interval = self.duration(&e, ctx).filter(|d| {
-                        if d.is_zero() {
-                            self.bad_value(
-                                &e,
-                                "`0s` is not an interval".into(),
-                                ctx,
-                                Some("remove `interval` to expect no heartbeats".into()),
-                            );
-                        }
-                        !d.is_zero()
-                    })
-                }
-                "stale_after" => h.stale_after = self.duration(&e, ctx),
-                "hung_after" => h.hung_after = self.duration(&e, ctx),
-                "on_hung" => {
-                    if let Some(v) = self.string(&e, ctx) {
-                        h.on_hung = match v.as_str() {
-                            "restart" => Some(OnHung::Restart),
-                            "alert" => Some(OnHung::Alert),
-                            "none" => Some(OnHung::None),
-                            _ => {
-                                self.bad_value(
-                                    &e,
-                                    format!("unknown action `{v}`"),
-                                    ctx,
-                                    Some("use `restart`, `alert` or `none`".into()),
-                                );
-                                None
-                            }
-                        };
-                    }
-                }
-                "watchdog_signal" => h.watchdog_signal = self.signal(&e, ctx),
-                _ => unreachable!("entries() only returns known keys"),
-            }
+            self.heartbeat_key(&e.key["heartbeat.".len()..], &e, ctx, &mut h);
         }
         h
+    }
+
+    /// One heartbeat key (`bare`, without its section prefix) into `h`.
+    fn heartbeat_key(&mut self, bare: &str, e: &Entry<'_>, ctx: &str, h: &mut HeartbeatLayer) {
+        match bare {
+            "interval" => {
+                h.interval = self.duration(e, ctx).filter(|d| {
+                    if d.is_zero() {
+                        self.bad_value(
+                            e,
+                            "`0s` is not an interval".into(),
+                            ctx,
+                            Some("remove `interval` to expect no heartbeats".into()),
+                        );
+                    }
+                    !d.is_zero()
+                })
+            }
+            "stale_after" => h.stale_after = self.duration(e, ctx),
+            "hung_after" => h.hung_after = self.duration(e, ctx),
+            "on_hung" => {
+                if let Some(v) = self.string(e, ctx) {
+                    h.on_hung = match v.as_str() {
+                        "restart" => Some(OnHung::Restart),
+                        "alert" => Some(OnHung::Alert),
+                        "none" => Some(OnHung::None),
+                        _ => {
+                            self.bad_value(
+                                e,
+                                format!("unknown action `{v}`"),
+                                ctx,
+                                Some("use `restart`, `alert` or `none`".into()),
+                            );
+                            None
+                        }
+                    };
+                }
+            }
+            "watchdog_signal" => h.watchdog_signal = self.signal(e, ctx),
+            _ => unreachable!("entries() only returns known keys"),
+        }
     }
 
     fn backoff(&mut self, t: &dyn TableLike, at: Loc, ctx: &str) -> BackoffLayer {
@@ -1202,7 +1260,72 @@ impl Walker<'_> {
 
     /// Every `[[program]]`, read but not yet merged or cross-checked.
     fn programs(&mut self, e: &Entry<'_>) -> Vec<Parsed> {
-        let tables: Vec<(&dyn TableLike, Loc)> = match e.item {
+        let mut out = Vec::new();
+        for (i, (t, header)) in self
+            .tables_of(e, "program", "program")
+            .into_iter()
+            .enumerate()
+        {
+            let mut ctx = format!("`[[program]]` #{}", i + 1);
+            let name = self.entry_name(t, header, &mut ctx, "program");
+            let layer = self.layer(t, header, &ctx);
+            out.push(Parsed {
+                name,
+                header,
+                ctx,
+                layer,
+            });
+        }
+        out
+    }
+
+    /// Every `[[external]]`, read but not yet cross-checked.
+    fn externals(&mut self, e: &Entry<'_>) -> Vec<ParsedExternal> {
+        let mut out = Vec::new();
+        let tables = self.tables_of(e, "external", "external worker");
+        for (i, (t, header)) in tables.into_iter().enumerate() {
+            let mut ctx = format!("`[[external]]` #{}", i + 1);
+            let name = self.entry_name(t, header, &mut ctx, "external");
+            let mut x = ParsedExternal {
+                name,
+                header,
+                ctx,
+                description: None,
+                heartbeat: HeartbeatLayer::default(),
+            };
+            let ctx = x.ctx.clone();
+            for e in self.entries(t, EXTERNAL_KEYS, "", &ctx, header) {
+                match e.key.as_str() {
+                    "name" => {}
+                    "description" => x.description = self.string(&e, &ctx),
+                    key => {
+                        self.heartbeat_key(key, &e, &ctx, &mut x.heartbeat);
+                        if key == "on_hung" && x.heartbeat.on_hung == Some(OnHung::Restart) {
+                            x.heartbeat.on_hung = None;
+                            self.bad_value(
+                                &e,
+                                "ward cannot restart an `[[external]]` worker: it does not run it"
+                                    .into(),
+                                &ctx,
+                                Some("use `alert` (log an error, the default) or `none` (only show it)".into()),
+                            );
+                        }
+                    }
+                }
+            }
+            out.push(x);
+        }
+        out
+    }
+
+    /// The tables of an array of tables (`[[section]]`, or an inline array).
+    fn tables_of<'t>(
+        &mut self,
+        e: &Entry<'t>,
+        section: &str,
+        noun: &str,
+    ) -> Vec<(&'t dyn TableLike, Loc)> {
+        match e.item {
             Item::ArrayOfTables(a) => a
                 .iter()
                 .map(|t| {
@@ -1224,61 +1347,127 @@ impl Walker<'_> {
                     e,
                     "an array of tables",
                     "the top level",
-                    Some("write each program as `[[program]]` (two brackets)".into()),
+                    Some(format!(
+                        "write each {noun} as `[[{section}]]` (two brackets)"
+                    )),
                 );
-                return Vec::new();
+                Vec::new()
             }
+        }
+    }
+
+    /// The `name` of a `[[program]]` or `[[external]]` table, checked; on
+    /// success `ctx` becomes `program `NAME`` (or `external `NAME``).
+    fn entry_name(
+        &mut self,
+        t: &dyn TableLike,
+        header: Loc,
+        ctx: &mut String,
+        kind: &str,
+    ) -> Option<(String, Loc)> {
+        let Some(item) = t.get("name") else {
+            let noun = if kind == "program" {
+                "program"
+            } else {
+                "worker"
+            };
+            self.diag(
+                header,
+                "name",
+                format!("missing required key in {ctx}"),
+                Some(format!("add `name = \"...\"` to this {noun}")),
+            );
+            return None;
         };
+        let val_loc = self.span_loc(item.span()).unwrap_or(header);
+        let ne = Entry {
+            key: "name".into(),
+            key_loc: val_loc,
+            val_loc,
+            item,
+        };
+        let n = self.string(&ne, ctx)?;
+        if n.is_empty()
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            self.bad_value(
+                &ne,
+                format!("invalid {kind} name `{n}`"),
+                ctx,
+                Some("use letters, digits, `_`, `.` and `-` only".into()),
+            );
+            return None;
+        }
+        *ctx = format!("{kind} `{n}`");
+        Some((n, val_loc))
+    }
+
+    /// Check external names against each other and the programs, fill in
+    /// the heartbeat defaults, and require an `interval`.
+    fn finish_externals(
+        &mut self,
+        parsed: Vec<ParsedExternal>,
+        programs: &[(String, Loc)],
+    ) -> Vec<External> {
+        let mut first: HashMap<String, (Loc, &str)> = HashMap::new();
+        for (name, loc) in programs {
+            first.entry(name.clone()).or_insert((*loc, "a program"));
+        }
         let mut out = Vec::new();
-        for (i, (t, header)) in tables.into_iter().enumerate() {
-            let mut ctx = format!("`[[program]]` #{}", i + 1);
-            let mut name = None;
-            if let Some(item) = t.get("name") {
-                let val_loc = self.span_loc(item.span()).unwrap_or(header);
-                let ne = Entry {
-                    key: "name".into(),
-                    key_loc: val_loc,
-                    val_loc,
-                    item,
-                };
-                if let Some(n) = self.string(&ne, &ctx) {
-                    if n.is_empty()
-                        || !n
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-                    {
-                        self.bad_value(
-                            &ne,
-                            format!("invalid program name `{n}`"),
-                            &ctx,
-                            Some("use letters, digits, `_`, `.` and `-` only".into()),
+        for x in parsed {
+            if let Some((name, loc)) = &x.name {
+                match first.get(name) {
+                    Some((prev, what)) => {
+                        // Report at whichever of the two comes later in the file.
+                        let (at, earlier, kind) = if prev < loc {
+                            (*loc, *prev, *what)
+                        } else {
+                            (*prev, *loc, "an external worker")
+                        };
+                        self.diag(
+                            at,
+                            "name",
+                            format!(
+                                "duplicate name `{name}` (first defined on line {}, as {kind})",
+                                earlier.line
+                            ),
+                            Some("programs and `[[external]]` workers share one namespace: names must be unique".into()),
                         );
-                    } else {
-                        ctx = format!("program `{n}`");
-                        name = Some((n, val_loc));
+                    }
+                    None => {
+                        first.insert(name.clone(), (*loc, "an external worker"));
                     }
                 }
-            } else {
+            }
+            if x.heartbeat.interval.is_none() {
                 self.diag(
-                    header,
-                    "name",
-                    format!("missing required key in {ctx}"),
-                    Some("add `name = \"...\"` to this program".into()),
+                    x.header,
+                    "interval",
+                    format!("missing required key in {}", x.ctx),
+                    Some("add `interval = \"30s\"`: how often the worker writes its row".into()),
                 );
             }
-            let layer = self.layer(t, header, &ctx);
-            out.push(Parsed {
-                name,
-                header,
-                ctx,
-                layer,
+            let mut defaults = HeartbeatLayer::default();
+            defaults.on_hung = Some(defaults::EXTERNAL_ON_HUNG);
+            let heartbeat = self.heartbeat_policy(&x.heartbeat, &defaults, x.header, &x.ctx, "");
+            out.push(External {
+                name: x.name.map(|(n, _)| n).unwrap_or_default(),
+                description: x.description,
+                heartbeat,
             });
         }
         out
     }
 
     /// Apply `[defaults]`, then check names, dependencies and cycles.
-    fn finish_programs(&mut self, parsed: Vec<Parsed>, d: &Layer) -> Vec<Program> {
+    fn finish_programs(
+        &mut self,
+        parsed: Vec<Parsed>,
+        d: &Layer,
+        externals: &[&str],
+    ) -> Vec<Program> {
         // Unique names; the first definition wins.
         let mut first: HashMap<String, Loc> = HashMap::new();
         for p in &parsed {
@@ -1340,6 +1529,9 @@ impl Walker<'_> {
                     );
                 } else if !first.contains_key(dep) {
                     let hint = match unknown_key_hint(dep, &names) {
+                        _ if externals.contains(&dep.as_str()) => format!(
+                            "`{dep}` is an `[[external]]` worker: ward does not run it, so nothing can wait for it"
+                        ),
                         h if h.starts_with("did you mean") => h,
                         _ if names.is_empty() => "no programs are defined".into(),
                         _ => format!(
@@ -1399,46 +1591,8 @@ impl Walker<'_> {
                 );
             }
 
-            let (hl, hd) = (&l.heartbeat, &d.heartbeat);
-            let interval = hl.interval.or(hd.interval);
-            let stale_after = hl.stale_after.or(hd.stale_after);
-            let hung_after = hl.hung_after.or(hd.hung_after);
-            let heartbeat = HeartbeatPolicy {
-                interval,
-                stale_after: stale_after
-                    .or(interval.map(|i| i * defaults::STALE_FACTOR))
-                    .unwrap_or(Duration::ZERO),
-                hung_after: hung_after
-                    .or(interval.map(|i| i * defaults::HUNG_FACTOR))
-                    .unwrap_or(Duration::ZERO),
-                on_hung: hl.on_hung.or(hd.on_hung).unwrap_or(defaults::ON_HUNG),
-                watchdog_signal: hl
-                    .watchdog_signal
-                    .or(hd.watchdog_signal)
-                    .unwrap_or(defaults::WATCHDOG_SIGNAL),
-            };
-            if interval.is_none() && (stale_after.is_some() || hung_after.is_some()) {
-                self.diag(
-                    p.header,
-                    "heartbeat.interval",
-                    format!(
-                        "`stale_after`/`hung_after` are set but `heartbeat.interval` is not, in {}",
-                        p.ctx
-                    ),
-                    Some("set `heartbeat.interval` (e.g. \"30s\"): deadlines count from it".into()),
-                );
-            }
-            if interval.is_some() && heartbeat.hung_after < heartbeat.stale_after {
-                self.diag(
-                    p.header,
-                    "heartbeat.hung_after",
-                    format!(
-                        "hung_after ({:?}) is shorter than stale_after ({:?}) in {}",
-                        heartbeat.hung_after, heartbeat.stale_after, p.ctx
-                    ),
-                    Some("a worker goes stale before it is hung: raise `hung_after`".into()),
-                );
-            }
+            let heartbeat =
+                self.heartbeat_policy(&l.heartbeat, &d.heartbeat, p.header, &p.ctx, "heartbeat.");
 
             let mut env = l
                 .env_file
@@ -1515,6 +1669,63 @@ impl Walker<'_> {
         }
         self.cycles(&names, &graph);
         programs
+    }
+
+    /// A heartbeat layer over its defaults, with the derived deadlines
+    /// (`stale_after` 3 × and `hung_after` 10 × `interval` unless set), checked.
+    /// `prefix` is where the keys live: `heartbeat.` for a program, empty
+    /// for an `[[external]]` (whose missing `interval` is reported apart).
+    fn heartbeat_policy(
+        &mut self,
+        hl: &HeartbeatLayer,
+        hd: &HeartbeatLayer,
+        header: Loc,
+        ctx: &str,
+        prefix: &str,
+    ) -> HeartbeatPolicy {
+        let interval = hl.interval.or(hd.interval);
+        let stale_after = hl.stale_after.or(hd.stale_after);
+        let hung_after = hl.hung_after.or(hd.hung_after);
+        let heartbeat = HeartbeatPolicy {
+            interval,
+            stale_after: stale_after
+                .or(interval.map(|i| i * defaults::STALE_FACTOR))
+                .unwrap_or(Duration::ZERO),
+            hung_after: hung_after
+                .or(interval.map(|i| i * defaults::HUNG_FACTOR))
+                .unwrap_or(Duration::ZERO),
+            on_hung: hl.on_hung.or(hd.on_hung).unwrap_or(defaults::ON_HUNG),
+            watchdog_signal: hl
+                .watchdog_signal
+                .or(hd.watchdog_signal)
+                .unwrap_or(defaults::WATCHDOG_SIGNAL),
+        };
+        if !prefix.is_empty()
+            && interval.is_none()
+            && (stale_after.is_some() || hung_after.is_some())
+        {
+            self.diag(
+                header,
+                "heartbeat.interval",
+                format!(
+                    "`stale_after`/`hung_after` are set but `heartbeat.interval` is not, in {}",
+                    ctx
+                ),
+                Some("set `heartbeat.interval` (e.g. \"30s\"): deadlines count from it".into()),
+            );
+        }
+        if interval.is_some() && heartbeat.hung_after < heartbeat.stale_after {
+            self.diag(
+                header,
+                &format!("{prefix}hung_after"),
+                format!(
+                    "hung_after ({:?}) is shorter than stale_after ({:?}) in {}",
+                    heartbeat.hung_after, heartbeat.stale_after, ctx
+                ),
+                Some("a worker goes stale before it is hung: raise `hung_after`".into()),
+            );
+        }
+        heartbeat
     }
 
     /// Report each dependency cycle once, at the edge that closes it.

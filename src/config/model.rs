@@ -20,6 +20,21 @@ pub struct Config {
     pub programs: Vec<Program>,
     /// The `[store]` table: the SQL status tables.
     pub store: StoreSettings,
+    /// `[[external]]` workers, in file order: ward does not run them; they
+    /// report through the `heartbeats` table of the status database.
+    pub externals: Vec<External>,
+}
+
+/// One `[[external]]` entry: a worker on another machine, or not started by
+/// ward, that upserts its heartbeat row into the `heartbeats` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct External {
+    /// Unique among programs and externals.
+    pub name: String,
+    pub description: Option<String>,
+    /// `interval` is always set; `on_hung` is `Alert` or `None` (ward
+    /// cannot restart what it does not run).
+    pub heartbeat: HeartbeatPolicy,
 }
 
 /// The `[store]` table: how ward writes its status tables.
@@ -344,6 +359,10 @@ impl Config {
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.iter().find(|p| p.name == name)
     }
+
+    pub fn external(&self, name: &str) -> Option<&External> {
+        self.externals.iter().find(|e| e.name == name)
+    }
 }
 
 /// Default values, in one place so docs and tests can check them.
@@ -381,6 +400,8 @@ pub mod defaults {
     /// `hung_after` = this × `heartbeat.interval` unless set.
     pub const HUNG_FACTOR: u32 = 10;
     pub const ON_HUNG: super::OnHung = super::OnHung::Restart;
+    /// `on_hung` of an `[[external]]`: ward cannot restart it.
+    pub const EXTERNAL_ON_HUNG: super::OnHung = super::OnHung::Alert;
     pub const WATCHDOG_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGABRT;
     /// State dir when ward runs as root.
     pub const ROOT_STATE_DIR: &str = "/var/lib/ward";

@@ -795,6 +795,114 @@ fn duplicate_name_points_at_the_second() {
 }
 
 #[test]
+fn externals_get_deadlines_from_their_interval() {
+    let c = ok("[[program]]\nname = \"web\"\ncommand = \"x\"\n\n[[external]]\nname = \"billing\"\ndescription = \"invoices\"\ninterval = \"10s\"\n\n[[external]]\nname = \"mailer\"\ninterval = \"1s\"\nstale_after = \"5s\"\nhung_after = \"1m\"\non_hung = \"none\"\n");
+    let b = c.external("billing").expect("billing");
+    assert_eq!(b.description.as_deref(), Some("invoices"));
+    assert_eq!(b.heartbeat.interval, Some(Duration::from_secs(10)));
+    assert_eq!(b.heartbeat.stale_after, Duration::from_secs(30));
+    assert_eq!(b.heartbeat.hung_after, Duration::from_secs(100));
+    assert_eq!(b.heartbeat.on_hung, defaults::EXTERNAL_ON_HUNG);
+    let m = &c.externals[1];
+    assert_eq!(
+        (
+            m.heartbeat.stale_after,
+            m.heartbeat.hung_after,
+            m.heartbeat.on_hung
+        ),
+        (
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            OnHung::None
+        )
+    );
+    // Inline tables work as for programs.
+    let c = ok("external = [{ name = \"a\", interval = \"1s\" }]\n");
+    assert_eq!(c.externals[0].name, "a");
+}
+
+#[test]
+fn external_problems_are_located() {
+    let d = errs(
+        "[[external]]\nname = \"a\"\ninterval = \"1s\"\non_hung = \"restart\"\nwatchdog_signal = \"ABRT\"\n\n[[external]]\nname = \"b c\"\n\n[[external]]\nname = \"d\"\ninterval = \"1s\"\nstale_after = \"5s\"\nhung_after = \"2s\"\n",
+    );
+    assert_eq!(d.len(), 5, "{d:#?}");
+    check(
+        &d[0],
+        4,
+        11,
+        "on_hung",
+        "ward cannot restart an `[[external]]` worker: it does not run it in external `a`",
+    );
+    check(
+        &d[1],
+        5,
+        1,
+        "watchdog_signal",
+        "unknown key in external `a`",
+    );
+    check(
+        &d[2],
+        7,
+        1,
+        "interval",
+        "missing required key in `[[external]]` #2",
+    );
+    check(
+        &d[3],
+        8,
+        8,
+        "name",
+        "invalid external name `b c` in `[[external]]` #2",
+    );
+    check(
+        &d[4],
+        10,
+        1,
+        "hung_after",
+        "hung_after (2s) is shorter than stale_after (5s) in external `d`",
+    );
+}
+
+#[test]
+fn externals_share_the_namespace_of_programs() {
+    // An external before the program: the error points at the later one.
+    let d = one("[[external]]\nname = \"a\"\ninterval = \"1s\"\n\n[[program]]\nname = \"a\"\ncommand = \"x\"\n");
+    check(
+        &d,
+        6,
+        8,
+        "name",
+        "duplicate name `a` (first defined on line 2, as an external worker)",
+    );
+    let d = one("[[external]]\nname = \"a\"\ninterval = \"1s\"\n\n[[external]]\nname = \"a\"\ninterval = \"1s\"\n");
+    check(
+        &d,
+        6,
+        8,
+        "name",
+        "duplicate name `a` (first defined on line 2, as an external worker)",
+    );
+    // depends_on cannot name one.
+    let d = one("[[external]]\nname = \"a\"\ninterval = \"1s\"\n\n[[program]]\nname = \"p\"\ncommand = \"x\"\ndepends_on = [\"a\"]\n");
+    assert_eq!(d.message, "unknown program `a` in program `p`");
+    assert!(hint(&d).contains("is an `[[external]]` worker"), "{d:#?}");
+}
+
+#[test]
+fn externals_need_the_store() {
+    let d = one("[store]\nenabled = false\n\n[[external]]\nname = \"a\"\ninterval = \"1s\"\n");
+    check(
+        &d,
+        4,
+        1,
+        "external",
+        "1 `[[external]]` worker needs the status tables, but `[store] enabled = false` (line 2)",
+    );
+    assert!(hint(&d).contains("remove `enabled = false`"), "{d:#?}");
+}
+
+#[test]
 fn dependency_problems() {
     let d = errs(
         r#"[[program]]
@@ -1031,6 +1139,14 @@ fn documented_defaults_match_the_code() {
         defaults::STORE_EVENTS_RETENTION
     );
     assert_eq!(dur("store.refresh"), defaults::STORE_REFRESH);
+    let src = format!(
+        "[[external]]\nname = \"x\"\ninterval = \"1s\"\non_hung = \"{}\"\n",
+        d("external.on_hung")
+    );
+    assert_eq!(
+        ok(&src).externals[0].heartbeat.on_hung,
+        defaults::EXTERNAL_ON_HUNG
+    );
     assert_eq!(
         d("supervisor.database"),
         format!("sqlite://<state_dir>/{}", defaults::DATABASE_FILE)

@@ -315,6 +315,9 @@ pub struct StatusReport {
     /// Unix ms when the daemon started.
     pub started_at_ms: u64,
     pub programs: Vec<ProgramStatus>,
+    /// `[[external]]` workers (no process of ward's), in config order.
+    #[serde(default)]
+    pub externals: Vec<crate::heartbeat::external::ExternalSnapshot>,
     /// The status tables' writer; absent when `[store] enabled = false`
     /// (and from daemons older than this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]

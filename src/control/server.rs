@@ -250,6 +250,18 @@ async fn beat_all(
     beat: crate::heartbeat::Beat,
     done: &str,
 ) -> Reply {
+    if sup.config().external(name).is_some() {
+        let r = sup.externals().beat(name, beat).await;
+        return Reply::data(&Actions {
+            results: vec![crate::control::protocol::ActionResult {
+                name: name.to_string(),
+                ok: r.is_ok(),
+                message: r
+                    .map(|()| done.to_string())
+                    .unwrap_or_else(|e| e.to_string()),
+            }],
+        });
+    }
     let handles = match sup.resolve(&[name.to_string()]) {
         Ok(h) => h,
         Err(e) => return Reply::error(e.to_string(), Some(e.hint())),

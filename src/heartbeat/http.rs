@@ -244,6 +244,13 @@ fn find(sup: &Supervisor, name: &str) -> Result<ProgramHandle, Response> {
                 shown(name)
             ),
         )),
+        _ if current.config.external(name).is_some() => Err(error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "`{}` is an [[external]] worker: it beats by writing its row in the `heartbeats` table",
+                shown(name)
+            ),
+        )),
         _ => Err(error(
             StatusCode::NOT_FOUND,
             &format!("no program or instance named `{}`", shown(name)),

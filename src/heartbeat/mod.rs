@@ -6,7 +6,10 @@
 //! instance (one owner for the process and its liveness, so readiness and
 //! hang detection act on the child without a second actor in between).
 //! Nothing here does I/O except `notify`, which receives datagrams.
+//! `[[external]]` workers, which have no actor of ours, have their own
+//! registry actor in `external`.
 
+pub mod external;
 pub mod http;
 pub mod notify;
 

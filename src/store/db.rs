@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::diff::{removed_keys, EventRow, Pending, WorkerKey, WorkerRow};
+use crate::heartbeat::external::{ExternalRow, Observed};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -142,6 +143,29 @@ impl Dialect {
         }
     }
 
+    /// Milliseconds from timestamp `col` to the database's clock now, never negative.
+    fn age_ms(self, col: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!(
+                "MAX(CAST(round((julianday('now') - julianday({col})) * 86400000.0) AS INTEGER), 0)"
+            ),
+            Dialect::Postgres => {
+                format!(
+                    "GREATEST((extract(epoch from (clock_timestamp() - {col})) * 1000)::int8, 0)"
+                )
+            }
+        }
+    }
+
+    /// `col` is one of the names bound at `$n` (a text array in PostgreSQL,
+    /// a JSON array of strings in SQLite, which has no arrays).
+    fn one_of(self, col: &str, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("{col} IN (SELECT value FROM json_each(${n}))"),
+            Dialect::Postgres => format!("{col} = ANY(${n})"),
+        }
+    }
+
     /// A boolean expression read back as 0/1.
     fn flag(self, col: &str) -> String {
         let int = match self {
@@ -227,6 +251,59 @@ pub struct EventView {
     pub exit_signal: Option<i64>,
     pub delay_ms: Option<i64>,
     pub detail: Option<String>,
+}
+
+/// The `heartbeats` rows of these names, with the age of each beat by the
+/// database's clock.
+fn heartbeats_sql(d: Dialect) -> String {
+    let metadata = match d {
+        Dialect::Sqlite => "metadata",
+        Dialect::Postgres => "metadata::text",
+    };
+    format!(
+        "SELECT name, status, jobs_processed, error_count, {}, current_task, last_error, {metadata}, host, pid, {}, {} \
+         FROM heartbeats WHERE {}",
+        d.flag("circuit_breaker_open"),
+        d.ms("last_heartbeat"),
+        d.age_ms("last_heartbeat"),
+        d.one_of("name", 1)
+    )
+}
+
+fn undeclared_sql(d: Dialect) -> String {
+    format!(
+        "SELECT name FROM heartbeats WHERE NOT ({}) ORDER BY name LIMIT 100",
+        d.one_of("name", 1)
+    )
+}
+
+/// A `heartbeats` row as [`heartbeats_sql`] reads it.
+fn heartbeat_row<R: Row>(r: &R) -> Result<Observed, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let count = |v: i64| v.max(0) as u64;
+    let metadata: Option<String> = r.try_get(7)?;
+    Ok(Observed {
+        name: r.try_get(0)?,
+        row: ExternalRow {
+            status: r.try_get(1)?,
+            jobs_processed: count(r.try_get(2)?),
+            error_count: count(r.try_get(3)?),
+            circuit_breaker_open: r.try_get::<i64, _>(4)? != 0,
+            current_task: r.try_get(5)?,
+            last_error: r.try_get(6)?,
+            // The table only takes objects; anything else is ignored.
+            metadata: metadata.and_then(|m| crate::heartbeat::parse_metadata(&m).ok()),
+            host: r.try_get(8)?,
+            pid: r.try_get(9)?,
+            beat_db_ms: r.try_get(10)?,
+        },
+        age: Duration::from_millis(count(r.try_get(11)?)),
+    })
 }
 
 /// Which events to read.
@@ -712,6 +789,61 @@ impl Db {
         match self {
             Db::Sqlite(pool) => read_events!(pool, Dialect::Sqlite, f),
             Db::Postgres(pool) => read_events!(pool, Dialect::Postgres, f),
+        }
+    }
+
+    /// The `heartbeats` rows of `names`, with their ages by the database's clock.
+    pub async fn heartbeats(&self, names: &[String]) -> Result<Vec<Observed>, sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => {
+                let names = serde_json::to_string(names).unwrap_or_else(|_| "[]".into());
+                let rows = sqlx::query(&heartbeats_sql(Dialect::Sqlite))
+                    .bind(names)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(heartbeat_row).collect()
+            }
+            Db::Postgres(pool) => {
+                let rows = sqlx::query(&heartbeats_sql(Dialect::Postgres))
+                    .bind(names)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(heartbeat_row).collect()
+            }
+        }
+    }
+
+    /// Names in `heartbeats` other than `declared` (at most 100).
+    pub async fn undeclared_heartbeats(
+        &self,
+        declared: &[String],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => {
+                let names = serde_json::to_string(declared).unwrap_or_else(|_| "[]".into());
+                sqlx::query_scalar(&undeclared_sql(Dialect::Sqlite))
+                    .bind(names)
+                    .fetch_all(pool)
+                    .await
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(&undeclared_sql(Dialect::Postgres))
+                    .bind(declared)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+    }
+
+    /// SQLite's `PRAGMA data_version`: changes when another connection
+    /// commits. `None` for PostgreSQL.
+    pub async fn data_version(&self) -> Result<Option<i64>, sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => sqlx::query_scalar("PRAGMA data_version")
+                .fetch_one(pool)
+                .await
+                .map(Some),
+            Db::Postgres(_) => Ok(None),
         }
     }
 

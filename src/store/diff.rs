@@ -8,13 +8,15 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::exit::Exit;
+use crate::heartbeat::external::{ExternalSnapshot, HealthChange};
+use crate::heartbeat::{Health, HeartbeatView};
 use crate::program::{Phase, Snapshot, Transition};
 
 /// A worker row's key within one host: (program, instance index).
 pub type WorkerKey = (String, i64);
 
 /// One `worker_status` row (the host is the writer's).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WorkerRow {
     pub program: String,
     pub instance: i64,
@@ -127,18 +129,8 @@ pub struct Diff {
 pub fn observe(seen: &mut Seen, snap: &Snapshot, now_ms: u64, force: bool) -> Diff {
     let mut diff = Diff::default();
     let history: Vec<&Transition> = snap.history.iter().collect();
-    let new_from = match &seen.last {
-        None => 0,
-        Some(last) => match history.iter().rposition(|t| *t == last) {
-            Some(i) => i + 1,
-            None => {
-                // The last one we saw has left the ring: everything in it is
-                // new, and whatever fell out before it is lost.
-                diff.gap = !history.is_empty();
-                0
-            }
-        },
-    };
+    let (new_from, gap) = new_since(seen.last.as_ref(), &history);
+    diff.gap = gap;
     let count = history.len();
     for (i, t) in history.iter().enumerate().skip(new_from) {
         let is_last = i + 1 == count;
@@ -147,24 +139,122 @@ pub fn observe(seen: &mut Seen, snap: &Snapshot, now_ms: u64, force: bool) -> Di
     if let Some(t) = history.last() {
         seen.last = Some((*t).clone());
     }
-    let row = row_for(snap, seen.metrics, now_ms);
-    let changed = match &seen.row {
-        Some(prev) => !prev.same_content(&row),
-        None => true,
-    };
-    if changed || force {
-        seen.row = Some(row.clone());
-        diff.row = Some(row);
-    }
+    diff.row = changed_row(&mut seen.row, row_for(snap, seen.metrics, now_ms), force);
     diff
+}
+
+/// Where the entries of a history ring not seen yet start, given the last
+/// one seen; and whether some were lost (the last seen left the ring).
+fn new_since<T: PartialEq>(last: Option<&T>, history: &[&T]) -> (usize, bool) {
+    match last {
+        None => (0, false),
+        Some(last) => match history.iter().rposition(|t| *t == last) {
+            Some(i) => (i + 1, false),
+            // Everything in the ring is new, and whatever fell out before it is lost.
+            None => (0, !history.is_empty()),
+        },
+    }
+}
+
+/// `row` when its content differs from the last one sent (or `force`).
+fn changed_row(sent: &mut Option<WorkerRow>, row: WorkerRow, force: bool) -> Option<WorkerRow> {
+    let changed = sent.as_ref().map_or(true, |prev| !prev.same_content(&row));
+    if changed || force {
+        *sent = Some(row.clone());
+        Some(row)
+    } else {
+        None
+    }
+}
+
+/// What the observer remembers of one `[[external]]` between two looks.
+#[derive(Debug, Clone, Default)]
+pub struct SeenExternal {
+    last: Option<HealthChange>,
+    row: Option<WorkerRow>,
+}
+
+/// Compare an external's snapshot with what was seen before: its row, and
+/// an event per new health change.
+pub fn observe_external(
+    seen: &mut SeenExternal,
+    snap: &ExternalSnapshot,
+    now_ms: u64,
+    force: bool,
+) -> Diff {
+    let history: Vec<&HealthChange> = snap.history.iter().collect();
+    let (new_from, gap) = new_since(seen.last.as_ref(), &history);
+    let events = history[new_from..]
+        .iter()
+        .map(|c| EventRow {
+            at_ms: c.at_ms,
+            program: snap.name.clone(),
+            instance: 0,
+            name: snap.name.clone(),
+            event: match c.to {
+                Health::Stale => "heartbeat_stale",
+                Health::Hung => "heartbeat_hung",
+                _ => "health",
+            },
+            from_state: Some(snap.state.clone()),
+            to_state: Some(snap.state.clone()),
+            pid: None,
+            exit_code: None,
+            exit_signal: None,
+            delay_ms: None,
+            detail: Some(format!(
+                "health: {} -> {}; {}",
+                c.from.as_str(),
+                c.to.as_str(),
+                c.detail
+            )),
+        })
+        .collect();
+    if let Some(c) = history.last() {
+        seen.last = Some((*c).clone());
+    }
+    Diff {
+        row: changed_row(&mut seen.row, external_row(snap, now_ms), force),
+        events,
+        gap,
+    }
+}
+
+/// The `worker_status` row of an external: state `external`, no process
+/// columns; `state_since` is when its health last changed.
+pub fn external_row(snap: &ExternalSnapshot, now_ms: u64) -> WorkerRow {
+    let where_ = match (&snap.worker_host, snap.worker_pid) {
+        (Some(h), Some(p)) => Some(format!("on host {h}, pid {p}")),
+        (Some(h), None) => Some(format!("on host {h}")),
+        (None, Some(p)) => Some(format!("pid {p}")),
+        (None, None) => None,
+    };
+    WorkerRow {
+        program: snap.name.clone(),
+        instance: 0,
+        name: snap.name.clone(),
+        state: snap.state.clone(),
+        pid: None,
+        started_at_ms: None,
+        state_since_ms: snap.since_ms,
+        uptime_ms: None,
+        restarts: 0,
+        last_exit_code: None,
+        last_exit_signal: None,
+        last_exit_at_ms: None,
+        next_start_at_ms: None,
+        message: snap.message.clone().or(where_),
+        cpu_percent: None,
+        rss_bytes: None,
+        log_bytes_dropped: 0,
+        ..heartbeat_columns(&snap.heartbeat, snap.health, now_ms)
+    }
 }
 
 /// The `worker_status` row of a snapshot.
 pub fn row_for(snap: &Snapshot, m: Metrics, now_ms: u64) -> WorkerRow {
     let live = snap.state.has_process();
     let (code, signal) = exit_parts(snap.last_exit.as_ref().map(|e| e.exit));
-    let hb = &snap.heartbeat;
-    let beating = hb.last_beat_ms.is_some();
     WorkerRow {
         program: snap.program.clone(),
         instance: i64::from(snap.instance),
@@ -191,9 +281,17 @@ pub fn row_for(snap: &Snapshot, m: Metrics, now_ms: u64) -> WorkerRow {
             None
         },
         log_bytes_dropped: m.log_bytes_dropped as i64,
+        ..heartbeat_columns(&snap.heartbeat, snap.health, now_ms)
+    }
+}
+
+/// A row with only the heartbeat columns (and `updated_at`) filled in.
+fn heartbeat_columns(hb: &HeartbeatView, health: Health, now_ms: u64) -> WorkerRow {
+    let beating = hb.last_beat_ms.is_some() || hb.beats > 0;
+    WorkerRow {
         updated_at_ms: now_ms,
         last_heartbeat_at_ms: hb.last_beat_ms,
-        health: snap.health.as_str().to_string(),
+        health: health.as_str().to_string(),
         status_text: hb.status.clone(),
         jobs_processed: beating.then_some(hb.jobs_processed as i64),
         error_count: beating.then_some(hb.error_count as i64),
@@ -203,6 +301,7 @@ pub fn row_for(snap: &Snapshot, m: Metrics, now_ms: u64) -> WorkerRow {
             .metadata
             .as_ref()
             .and_then(|m| serde_json::to_string(m).ok()),
+        ..WorkerRow::default()
     }
 }
 
@@ -553,6 +652,60 @@ mod tests {
         });
         let d = observe(&mut Seen::default(), &s, 3, false);
         assert_eq!(kinds(&d), ["started", "heartbeat_stale"]);
+    }
+
+    #[test]
+    fn external_health_changes_become_events() {
+        let mut x = ExternalSnapshot {
+            name: "billing".into(),
+            state: "external".into(),
+            description: None,
+            health: Health::Stale,
+            since_ms: 5,
+            message: Some("no beat for 30s".into()),
+            heartbeat: Default::default(),
+            worker_host: Some("app-1".into()),
+            worker_pid: None,
+            history: VecDeque::new(),
+        };
+        let change = |at_ms, from, to| HealthChange {
+            at_ms,
+            from,
+            to,
+            detail: "d".into(),
+        };
+        x.history
+            .push_back(change(1, Health::Unknown, Health::Healthy));
+        x.history
+            .push_back(change(5, Health::Healthy, Health::Stale));
+        let mut seen = SeenExternal::default();
+        let d = observe_external(&mut seen, &x, 6, false);
+        assert_eq!(kinds(&d), ["health", "heartbeat_stale"]);
+        assert_eq!(
+            d.events[1].detail.as_deref(),
+            Some("health: healthy -> stale; d")
+        );
+        let row = d.row.expect("a first row");
+        assert_eq!(
+            (
+                row.state.as_str(),
+                row.health.as_str(),
+                row.pid,
+                row.jobs_processed
+            ),
+            ("external", "stale", None, None)
+        );
+        // Nothing new: nothing sent.
+        assert_eq!(observe_external(&mut seen, &x, 7, false), Diff::default());
+        x.message = None;
+        x.health = Health::Hung;
+        x.history.push_back(change(8, Health::Stale, Health::Hung));
+        let d = observe_external(&mut seen, &x, 9, false);
+        assert_eq!(kinds(&d), ["heartbeat_hung"]);
+        assert_eq!(
+            d.row.and_then(|r| r.message).as_deref(),
+            Some("on host app-1")
+        );
     }
 
     #[test]

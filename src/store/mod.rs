@@ -8,7 +8,13 @@
 //! - the **writer** is an actor with a bounded inbox: it merges batches,
 //!   writes each in one transaction, and when the database is down keeps the
 //!   latest row per worker in memory (events up to a bound, the rest counted
-//!   as dropped), warns once, and retries with backoff.
+//!   as dropped), warns once, and retries with backoff;
+//! - the **reader** ([`heartbeats`]) reads the `heartbeats` table that
+//!   `[[external]]` workers write, for the externals registry, once the
+//!   writer has applied the migrations (only while externals are declared).
+//!
+//! The observer also turns the externals registry's snapshots into rows
+//! (state `external`) and events.
 //!
 //! Must never block supervision: nothing here is awaited by an actor, the
 //! control server or a log pump. Reads of live state never come from here
@@ -17,6 +23,7 @@
 
 pub mod db;
 pub mod diff;
+pub mod heartbeats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,6 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, SupervisorSettings};
 use crate::control::protocol::StoreStatus;
+use crate::heartbeat::external::ExternalSnapshot;
 use crate::program::{now_ms, Snapshot};
 use crate::supervisor::{Generation, Supervisor};
 
@@ -68,6 +76,7 @@ pub struct StoreHandle {
     stop: Option<oneshot::Sender<oneshot::Sender<bool>>>,
     observer: JoinHandle<()>,
     writer: JoinHandle<()>,
+    reader: JoinHandle<()>,
 }
 
 enum Msg {
@@ -99,7 +108,13 @@ pub fn spawn(config: &Config, sup: Arc<Supervisor>) -> Option<StoreHandle> {
     let (stop_tx, stop_rx) = oneshot::channel();
     let host = config.supervisor.host.clone();
     let span = tracing::info_span!("store", backend);
+    let (migrated_tx, migrated) = watch::channel(false);
+    let reader = tokio::spawn(tracing::Instrument::instrument(
+        heartbeats::run(url.clone(), sup.clone(), migrated),
+        span.clone(),
+    ));
     let writer = Writer {
+        migrated: migrated_tx,
         url,
         host,
         db: None,
@@ -119,6 +134,7 @@ pub fn spawn(config: &Config, sup: Arc<Supervisor>) -> Option<StoreHandle> {
         stop: Some(stop_tx),
         observer,
         writer,
+        reader,
     })
 }
 
@@ -140,6 +156,7 @@ impl StoreHandle {
         }
         self.observer.abort();
         self.writer.abort();
+        self.reader.abort();
     }
 }
 
@@ -158,6 +175,9 @@ struct Observer {
     started_at_ms: u64,
     config_path: String,
     tracked: BTreeMap<String, Tracked>,
+    /// The `[[external]]` registry's snapshots, and what was sent of each.
+    externals: watch::Receiver<Arc<Vec<ExternalSnapshot>>>,
+    externals_seen: BTreeMap<String, diff::SeenExternal>,
     generation: Option<Arc<Generation>>,
     /// Built but not yet accepted by the writer (its inbox was full).
     local: Pending,
@@ -170,7 +190,11 @@ impl Observer {
         health: Arc<Mutex<StoreStatus>>,
         tx: mpsc::Sender<Msg>,
     ) -> Observer {
+        let mut externals = sup.externals().subscribe();
+        externals.mark_changed();
         Observer {
+            externals,
+            externals_seen: BTreeMap::new(),
             started_at_ms: sup.started_at_ms,
             sup,
             health,
@@ -313,6 +337,9 @@ impl Observer {
             drop(snap);
             tracked.insert(h.id.clone(), entry);
         }
+        for x in &current.config.externals {
+            keys.insert((x.name.clone(), 0), x.name.clone());
+        }
         self.tracked = tracked;
         self.generation = Some(current);
         self.local.current = Some(keys);
@@ -344,6 +371,25 @@ impl Observer {
             }
             for e in d.events {
                 self.local.push_event(e, MAX_PENDING_EVENTS);
+            }
+        }
+        if force || self.externals.has_changed().unwrap_or(false) {
+            let snaps = self.externals.borrow_and_update().clone();
+            let mut seen = std::mem::take(&mut self.externals_seen);
+            for x in snaps.iter() {
+                let s = seen.remove(&x.name).unwrap_or_default();
+                let s = self.externals_seen.entry(x.name.clone()).or_insert(s);
+                let d = diff::observe_external(s, x, now, force);
+                if let Some(row) = d.row {
+                    self.local.push_row(row);
+                }
+                if d.gap {
+                    gaps += 1;
+                    self.local.dropped += 1;
+                }
+                for e in d.events {
+                    self.local.push_event(e, MAX_PENDING_EVENTS);
+                }
             }
         }
         if gaps > 0 {
@@ -394,6 +440,8 @@ fn lock(m: &Mutex<StoreStatus>) -> std::sync::MutexGuard<'_, StoreStatus> {
 
 /// The writer actor: merges batches, writes them, survives outages.
 struct Writer {
+    /// Set once the migrations are applied (the reader waits for it).
+    migrated: watch::Sender<bool>,
     url: String,
     host: String,
     db: Option<Db>,
@@ -525,6 +573,7 @@ impl Writer {
             for (version, description) in applied {
                 tracing::info!(version, %description, "applied a status-table migration");
             }
+            self.migrated.send_replace(true);
             self.db = Some(db);
         }
         let db = self.db.as_ref().expect("opened above");

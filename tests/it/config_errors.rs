@@ -50,6 +50,30 @@ const CASES: &[Case] = &[
         says: &["`command`: missing required key in program `web`", "hint:"],
     },
     Case {
+        what: "external sharing a program's name",
+        programs: "[[program]]\nname = \"billing\"\ncommand = \"true\"\n\n[[external]]\nname = \"billing\" # again\ninterval = \"30s\"\n",
+        at: "\"billing\" # again",
+        says: &["duplicate name `billing` (first defined on line 5, as a program)", "share one namespace"],
+    },
+    Case {
+        what: "external restarted on a hang",
+        programs: "[[external]]\nname = \"mailer\"\ninterval = \"30s\"\non_hung = \"restart\"\n",
+        at: "\"restart\"",
+        says: &["ward cannot restart an `[[external]]` worker", "hint: use `alert`"],
+    },
+    Case {
+        what: "external without an interval",
+        programs: "[[external]] # no interval\nname = \"cron-box\"\n",
+        at: "[[external]] # no interval",
+        says: &["`interval`: missing required key in external `cron-box`", "hint: add `interval"],
+    },
+    Case {
+        what: "externals without the store",
+        programs: "[store]\nenabled = false\n\n[[external]] # needs the store\nname = \"reports\"\ninterval = \"30s\"\n",
+        at: "[[external]] # needs the store",
+        says: &["the status tables, but `[store] enabled = false`", "hint: external workers write their rows"],
+    },
+    Case {
         what: "nonexistent user",
         programs: "[[program]]\nname = \"web\"\ncommand = \"true\"\nuser = \"no-such-user-xyz\"\n",
         at: "\"no-such-user-xyz\"",

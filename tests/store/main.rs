@@ -413,12 +413,12 @@ fn migrations_apply_and_are_idempotent(b: Backend) {
     fs::create_dir_all(&env.state_dir).expect("state dir");
     let first = env.ward_ok(&["db", "migrate"]).stdout;
     env.check(
-        first.contains("applied 0001 status tables"),
+        first.contains("applied 0001 status tables") && first.contains("applied 0002 heartbeats"),
         format!("first migrate:\n{first}"),
     );
     let second = env.ward_ok(&["db", "migrate"]).stdout;
     env.check(
-        second.contains("up to date (1 migrations)"),
+        second.contains("up to date (2 migrations)"),
         format!("second migrate:\n{second}"),
     );
     // The daemon migrates too, and finds nothing to do.
@@ -529,6 +529,260 @@ fn postgres_outage_never_stalls_supervision() {
     );
 }
 
+/// Run `sql` as an external worker would: `psql` against the test's
+/// PostgreSQL, or a connection of its own to the SQLite file.
+fn worker_sql(env: &TestEnv, b: &Backend, sql: &str) {
+    match &b.pg {
+        Some(pg) => {
+            let mut cmd = Command::new(pg.bin.join("psql"));
+            cmd.args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &pg.url,
+                "-c",
+                sql,
+            ]);
+            let out = env.run(cmd);
+            env.check(out.status.success(), format!("psql failed\n{out}"));
+        }
+        None => {
+            let url = format!("sqlite://{}", env.state_dir.join("ward.db").display());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let result = rt.block_on(async {
+                let ward::store::Db::Sqlite(pool) = ward::store::Db::open(&url, false).await?
+                else {
+                    unreachable!("a sqlite URL");
+                };
+                let r = sqlx::query(sql).execute(&pool).await;
+                pool.close().await;
+                r.map(|_| ()).map_err(ward::store::StoreError::Query)
+            });
+            if let Err(e) = result {
+                env.fail(&format!("sqlite: {}\n{sql}", e.chain()));
+            }
+        }
+    }
+}
+
+/// The upsert of docs/HEARTBEATS.md, for `name` with `jobs` jobs done.
+fn upsert(name: &str, jobs: u64) -> String {
+    format!(
+        "INSERT INTO heartbeats (name, status, jobs_processed, error_count, metadata, host, pid) \
+         VALUES ('{name}', 'working', {jobs}, 1, '{{\"queue\": \"emails\"}}', 'app-1', 4242) \
+         ON CONFLICT (name) DO UPDATE SET status = excluded.status, \
+         jobs_processed = excluded.jobs_processed, error_count = excluded.error_count, \
+         metadata = excluded.metadata, host = excluded.host, pid = excluded.pid"
+    )
+}
+
+/// External `name` in `ward status --json`.
+fn external(env: &TestEnv, name: &str) -> Value {
+    env.status_json()["externals"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// A worker ward does not run writes its row; it shows up healthy with its
+/// counters, goes stale then hung when the writes stop, recovers, and every
+/// health change is in `worker_events`. Rows of undeclared names are ignored.
+fn external_rows_show_up_and_go_stale(b: Backend) {
+    let env = TestEnv::new();
+    // PostgreSQL notifies at once; SQLite is polled every second.
+    let (interval, hung_after, promptly) = match b.pg {
+        Some(_) => ("200ms", "2s", Duration::from_secs(1)),
+        None => ("1s", "4s", Duration::from_secs(3)),
+    };
+    configure(
+        &env,
+        &b,
+        &format!("{STEADY}\n[[external]]\nname = \"billing\"\ndescription = \"invoices\"\ninterval = \"{interval}\"\nhung_after = \"{hung_after}\"\n"),
+    );
+    env.up();
+    env.wait_until("the table was read: no row yet", support::DEADLINE, || {
+        external(&env, "billing")["health"] == "stopped"
+    });
+    worker_sql(&env, &b, &upsert("billing", 7));
+    let wrote = Instant::now();
+    env.wait_until("the row shows up healthy", promptly, || {
+        let x = external(&env, "billing");
+        x["health"] == "healthy" && x["heartbeat"]["jobs_processed"] == 7
+    });
+    eprintln!("the row was seen {:?} after the write", wrote.elapsed());
+    let x = external(&env, "billing");
+    env.check(
+        x["state"] == "external"
+            && x["heartbeat"]["error_count"] == 1
+            && x["heartbeat"]["status"] == "working"
+            && x["heartbeat"]["metadata"]["queue"] == "emails"
+            && x["worker_host"] == "app-1"
+            && x["worker_pid"] == 4242
+            && x["description"] == "invoices",
+        format!("the external in status: {x}"),
+    );
+    worker_sql(&env, &b, &upsert("stranger", 1));
+    env.wait_until(
+        "billing goes stale without writes",
+        support::DEADLINE,
+        || external(&env, "billing")["health"] == "stale",
+    );
+    env.wait_until("then hung", support::DEADLINE, || {
+        external(&env, "billing")["health"] == "hung"
+    });
+    let table = env.ward_ok(&["status"]).stdout;
+    env.check(
+        table
+            .lines()
+            .any(|l| l.starts_with("billing") && l.contains(" external ") && l.contains(" hung ")),
+        format!("status table:\n{table}"),
+    );
+    env.wait_until("the status table row follows", support::DEADLINE, || {
+        db_worker(&env, "billing").is_some_and(|w| {
+            w["state"] == "external"
+                && w["pid"].is_null()
+                && w["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("no beat for"))
+        })
+    });
+    let kinds = |env: &TestEnv| -> Vec<String> {
+        events(env, &["billing"])
+            .iter()
+            .map(|e| e["event"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    env.wait_until(
+        "stale and hung are in worker_events",
+        support::DEADLINE,
+        || {
+            let k = kinds(&env);
+            k.contains(&"heartbeat_stale".into()) && k.contains(&"heartbeat_hung".into())
+        },
+    );
+    // A new write recovers it.
+    worker_sql(&env, &b, &upsert("billing", 8));
+    env.wait_until("a new write recovers it", promptly, || {
+        let x = external(&env, "billing");
+        x["health"] == "healthy" && x["heartbeat"]["jobs_processed"] == 8
+    });
+    env.wait_until("the recovery is an event", support::DEADLINE, || {
+        events(&env, &["billing"]).iter().any(|e| {
+            e["event"] == "health"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("hung -> healthy; heartbeat recovered"))
+        })
+    });
+    // Undeclared rows are ignored (and said so in the log, once).
+    let status = env.status_json();
+    env.check(
+        status["externals"].as_array().map(Vec::len) == Some(1),
+        format!("only billing: {}", status["externals"]),
+    );
+    env.check(db_worker(&env, "stranger").is_none(), "no row for stranger");
+    let log = fs::read_to_string(env.state_dir.join("ward.log")).unwrap_or_default();
+    env.check(
+        log.matches("does not declare as `[[external]]`: `stranger`")
+            .count()
+            == 1,
+        "one log line about the undeclared row",
+    );
+    // ward does not run it.
+    let out = env.ward(&["restart", "billing"]);
+    env.check(
+        !out.status.success()
+            && out
+                .stderr
+                .contains("`billing` is an [[external]] worker; ward does not run it"),
+        format!("restart of an external\n{out}"),
+    );
+    let detail = env.ward_ok(&["status", "billing"]).stdout;
+    env.check(
+        detail.contains("its row says: host app-1, pid 4242")
+            && detail.contains("heartbeat recovered"),
+        format!("ward status billing:\n{detail}"),
+    );
+    // A reload without it: gone from status, `removed` in the table.
+    configure(&env, &b, STEADY);
+    let reload = env.ward_ok(&["reload"]).stdout;
+    env.check(reload.contains("billing"), format!("reload:\n{reload}"));
+    env.check(
+        env.status_json()["externals"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "no externals after the reload",
+    );
+    env.wait_until("its row is marked removed", support::DEADLINE, || {
+        db_worker(&env, "billing").is_some_and(|w| w["state"] == "removed")
+    });
+    env.ward_ok(&["down"]);
+    env.wait_daemon_exit(support::DEADLINE);
+}
+
+/// While PostgreSQL is down, an external keeps its last known health until a
+/// deadline passes that ward cannot check, then shows `unknown`; after the
+/// outage ward reads the table again (notifications sent meanwhile are lost).
+#[test]
+fn postgres_outage_makes_externals_unknown_not_hung() {
+    let b = Backend::postgres();
+    let pg = b.pg.as_ref().expect("postgres");
+    let env = TestEnv::new();
+    configure(
+        &env,
+        &b,
+        "[[external]]\nname = \"billing\"\ninterval = \"300ms\"\n",
+    );
+    env.up();
+    env.wait_until("the table was read", support::DEADLINE, || {
+        external(&env, "billing")["health"] == "stopped"
+    });
+    worker_sql(&env, &b, &upsert("billing", 3));
+    env.wait_until("healthy", support::DEADLINE, || {
+        external(&env, "billing")["health"] == "healthy"
+    });
+    pg.ctl_stop();
+    env.wait_until("unknown once stale_after passes", support::DEADLINE, || {
+        let x = external(&env, "billing");
+        x["health"] == "unknown"
+            && x["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cannot read the `heartbeats` table"))
+    });
+    let x = external(&env, "billing");
+    env.check(
+        x["heartbeat"]["jobs_processed"] == 3,
+        format!("the last known counters are kept: {x}"),
+    );
+    env.check(
+        !x["history"].to_string().contains("hung"),
+        format!("never claimed hung: {x}"),
+    );
+    pg.ctl_start();
+    worker_sql(&env, &b, &upsert("billing", 4));
+    env.wait_until(
+        "healthy again after the outage",
+        Duration::from_secs(15),
+        || {
+            let x = external(&env, "billing");
+            x["health"] == "healthy" && x["heartbeat"]["jobs_processed"] == 4
+        },
+    );
+    let log = fs::read_to_string(env.state_dir.join("ward.log")).unwrap_or_default();
+    env.check(
+        log.matches("cannot read the `heartbeats` table;").count() == 1
+            && log.contains("the `heartbeats` table is readable again"),
+        "one warning for the outage, one note when it ends",
+    );
+    env.ward_ok(&["down"]);
+    env.wait_daemon_exit(support::DEADLINE);
+}
+
 /// Writer throughput: `cargo test --release --test store -- --ignored --nocapture bench`.
 fn bench_writer(b: Backend) {
     use ward::store::diff::{Pending, WorkerRow};
@@ -616,4 +870,5 @@ both!(
     events_are_recorded_and_shown,
     removed_programs_are_marked,
     migrations_apply_and_are_idempotent,
+    external_rows_show_up_and_go_stale,
 );
