@@ -316,6 +316,7 @@ mod tests {
             hung_after: Duration::from_secs(interval.unwrap_or(0) * 10),
             on_hung: OnHung::Restart,
             watchdog_signal: Signal::SIGABRT,
+            ..HeartbeatPolicy::default()
         }
     }
 
