@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::control::protocol::{ProgramStatus, StatusReport};
+use crate::heartbeat::JobView;
 use crate::program::{Phase, Snapshot};
 
 const RESET: &str = "\x1b[0m";
@@ -120,6 +121,13 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
         Phase::Exited => s.message.clone().unwrap_or_default(),
         _ => String::new(),
     };
+    if let Some(note) = s.job.as_ref().and_then(|j| job_note(j, s.state, now_ms)) {
+        info = if info.is_empty() {
+            note
+        } else {
+            format!("{note}; {info}")
+        };
+    }
     if p.log.bytes_dropped > 0 {
         if !info.is_empty() {
             info.push_str("; ");
@@ -155,6 +163,25 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
         },
         info,
     ]
+}
+
+/// A job's clock in words: `late for 3m2s`; and, for a job with no process
+/// of its own, `run started 5s ago` or `late in 58m0s`.
+fn job_note(job: &JobView, phase: Phase, now_ms: u64) -> Option<String> {
+    if let Some(since) = job.late_since_ms {
+        return Some(format!("late for {}", ago(now_ms.saturating_sub(since))));
+    }
+    if phase.has_process() {
+        return None;
+    }
+    match (job.run_started_ms, job.late_at_ms) {
+        (Some(start), _) => Some(format!(
+            "run started {} ago",
+            ago(now_ms.saturating_sub(start))
+        )),
+        (None, Some(at)) => Some(format!("late in {}", ago(at.saturating_sub(now_ms)))),
+        (None, None) => None,
+    }
 }
 
 /// `5/6 running, 1 fatal`.
@@ -226,5 +253,30 @@ mod tests {
         assert_eq!(ago(90_000_000), "1d1h");
         assert_eq!(bytes(512), "512B");
         assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5M");
+    }
+
+    #[test]
+    fn job_notes() {
+        let job = |late_at, late_since, started| JobView {
+            late_at_ms: late_at,
+            late_since_ms: late_since,
+            run_started_ms: started,
+            last_run_ok: None,
+        };
+        let note = |j: JobView, phase| job_note(&j, phase, 100_000);
+        assert_eq!(
+            note(job(None, Some(40_000), None), Phase::Running).as_deref(),
+            Some("late for 1m0s")
+        );
+        assert_eq!(
+            note(job(Some(160_000), None, None), Phase::Stopped).as_deref(),
+            Some("late in 1m0s")
+        );
+        assert_eq!(
+            note(job(Some(160_000), None, Some(95_000)), Phase::Stopped).as_deref(),
+            Some("run started 5s ago")
+        );
+        // A worker ward runs shows its own status instead.
+        assert_eq!(note(job(Some(160_000), None, None), Phase::Running), None);
     }
 }
