@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::control::protocol::{ProgramStatus, StatusReport};
-use crate::heartbeat::JobView;
+use crate::heartbeat::{Health, JobView};
 use crate::program::{Phase, Snapshot};
 
 const RESET: &str = "\x1b[0m";
@@ -42,13 +42,17 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
         }
     }
     let mut out = String::new();
-    let line = |cells: &[String], phase: Option<Phase>, out: &mut String| {
+    let line = |cells: &[String], p: Option<&Snapshot>, out: &mut String| {
         let last = cells.len() - 1;
         for (i, cell) in cells.iter().enumerate() {
             let pad = widths[i].saturating_sub(cell.chars().count());
-            match (i, phase, color) {
-                (1 | 2, Some(ph), true) => {
-                    let _ = write!(out, "{}{cell}{RESET}", colour(ph));
+            match (i, p, color) {
+                // A late job stands out even when its process is stopped.
+                (2, Some(s), true) if s.health == Health::Late => {
+                    let _ = write!(out, "{}{cell}{RESET}", colour(Phase::Waiting));
+                }
+                (1 | 2, Some(s), true) => {
+                    let _ = write!(out, "{}{cell}{RESET}", colour(s.state));
                 }
                 _ => out.push_str(cell),
             }
@@ -63,7 +67,7 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
     };
     line(&headers.map(String::from), None, &mut out);
     for (r, p) in rows.iter().zip(&report.programs) {
-        line(r, Some(p.snapshot.state), &mut out);
+        line(r, Some(&p.snapshot), &mut out);
     }
     out.push_str(&summary(report));
     out.push('\n');
@@ -109,7 +113,7 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
         .map(|e| format!("{} ({} ago)", e.exit, ago(now_ms.saturating_sub(e.at_ms))))
         .unwrap_or_else(dash);
     let mut info = match s.state {
-        Phase::Running if s.message.is_some() && s.health != crate::heartbeat::Health::Healthy => {
+        Phase::Running if s.message.is_some() && s.health != Health::Healthy => {
             s.message.clone().unwrap_or_default()
         }
         Phase::Running | Phase::Starting => s.heartbeat.status.clone().unwrap_or_default(),
