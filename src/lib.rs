@@ -8,6 +8,7 @@
 //! - [`reaper`]: the one thread that spawns and reaps children; [`spawn`]: how it starts one.
 //! - [`sdnotify`]: ward telling its own systemd it is ready, its status, its watchdog.
 //! - [`backoff`]: restart delays (pure).
+//! - [`cron`]: cron schedules and their next fire time (for `heartbeat.schedule`).
 //! - [`logs`]: capture, rotation and reading of program output.
 //! - [`control`]: the control socket protocol, server and client.
 //! - [`store`]: the SQL status tables (SQLite or PostgreSQL), written off the supervision path.
@@ -19,6 +20,7 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod cron;
 pub mod daemon;
 pub mod exit;
 pub mod heartbeat;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::control::protocol::{ProgramStatus, StatusReport};
 use crate::heartbeat::external::ExternalSnapshot;
-use crate::heartbeat::Health;
+use crate::heartbeat::{Health, JobView};
 use crate::program::{Phase, Snapshot};
 
 const RESET: &str = "\x1b[0m";
@@ -22,7 +22,9 @@ fn colour(phase: Phase) -> &'static str {
 fn health_colour(health: Health) -> &'static str {
     match health {
         Health::Healthy | Health::Ready => "\x1b[32m",
-        Health::Stale | Health::CircuitOpen | Health::Starting | Health::Backoff => "\x1b[33m",
+        Health::Stale | Health::CircuitOpen | Health::Starting | Health::Backoff | Health::Late => {
+            "\x1b[33m"
+        }
         Health::Hung | Health::Crashed | Health::Fatal | Health::Unknown => "\x1b[31m",
         Health::Stopped => "\x1b[2m",
     }
@@ -45,17 +47,24 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
         "ERRORS",
         "INFO",
     ];
-    let mut rows: Vec<([String; 13], &str)> = report
+    // Each row with the colours of its STATE and HEALTH cells.
+    let mut rows: Vec<([String; 13], [&str; 2])> = report
         .programs
         .iter()
-        .map(|p| (row(p, now_ms), colour(p.snapshot.state)))
+        .map(|p| {
+            let state = colour(p.snapshot.state);
+            // A late job stands out even when its process is stopped.
+            let health = match p.snapshot.health {
+                Health::Late => colour(Phase::Waiting),
+                _ => state,
+            };
+            (row(p, now_ms), [state, health])
+        })
         .collect();
-    rows.extend(
-        report
-            .externals
-            .iter()
-            .map(|x| (external_row(x, now_ms), health_colour(x.health))),
-    );
+    rows.extend(report.externals.iter().map(|x| {
+        let c = health_colour(x.health);
+        (external_row(x, now_ms), [c, c])
+    }));
     let mut widths = headers.map(str::len);
     for (r, _) in &rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
@@ -63,13 +72,13 @@ pub fn render(report: &StatusReport, color: bool, detail: bool, now_ms: u64) -> 
         }
     }
     let mut out = String::new();
-    let line = |cells: &[String], paint: Option<&str>, out: &mut String| {
+    let line = |cells: &[String], paint: Option<&[&str; 2]>, out: &mut String| {
         let last = cells.len() - 1;
         for (i, cell) in cells.iter().enumerate() {
             let pad = widths[i].saturating_sub(cell.chars().count());
             match (i, paint, color) {
                 (1 | 2, Some(c), true) => {
-                    let _ = write!(out, "{c}{cell}{RESET}");
+                    let _ = write!(out, "{}{cell}{RESET}", c[i - 1]);
                 }
                 _ => out.push_str(cell),
             }
@@ -133,7 +142,7 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
         .map(|e| format!("{} ({} ago)", e.exit, ago(now_ms.saturating_sub(e.at_ms))))
         .unwrap_or_else(dash);
     let mut info = match s.state {
-        Phase::Running if s.message.is_some() && s.health != crate::heartbeat::Health::Healthy => {
+        Phase::Running if s.message.is_some() && s.health != Health::Healthy => {
             s.message.clone().unwrap_or_default()
         }
         Phase::Running | Phase::Starting => s.heartbeat.status.clone().unwrap_or_default(),
@@ -145,6 +154,13 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
         Phase::Exited => s.message.clone().unwrap_or_default(),
         _ => String::new(),
     };
+    if let Some(note) = s.job.as_ref().and_then(|j| job_note(j, s.state, now_ms)) {
+        info = if info.is_empty() {
+            note
+        } else {
+            format!("{note}; {info}")
+        };
+    }
     if p.log.bytes_dropped > 0 {
         if !info.is_empty() {
             info.push_str("; ");
@@ -183,6 +199,25 @@ fn beat_cells(hb: &crate::heartbeat::HeartbeatView, now_ms: u64) -> [String; 3] 
         count(hb.jobs_processed),
         count(hb.error_count),
     ]
+}
+
+/// A job's clock in words: `late for 3m2s`; and, for a job with no process
+/// of its own, `run started 5s ago` or `late in 58m0s`.
+fn job_note(job: &JobView, phase: Phase, now_ms: u64) -> Option<String> {
+    if let Some(since) = job.late_since_ms {
+        return Some(format!("late for {}", ago(now_ms.saturating_sub(since))));
+    }
+    if phase.has_process() {
+        return None;
+    }
+    match (job.run_started_ms, job.late_at_ms) {
+        (Some(start), _) => Some(format!(
+            "run started {} ago",
+            ago(now_ms.saturating_sub(start))
+        )),
+        (None, Some(at)) => Some(format!("late in {}", ago(at.saturating_sub(now_ms)))),
+        (None, None) => None,
+    }
 }
 
 /// `5/6 running, 1 fatal`, and `; externals: 2 healthy, 1 stale` when there are any.
@@ -341,5 +376,30 @@ mod tests {
         assert_eq!(ago(90_000_000), "1d1h");
         assert_eq!(bytes(512), "512B");
         assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5M");
+    }
+
+    #[test]
+    fn job_notes() {
+        let job = |late_at, late_since, started| JobView {
+            late_at_ms: late_at,
+            late_since_ms: late_since,
+            run_started_ms: started,
+            last_run_ok: None,
+        };
+        let note = |j: JobView, phase| job_note(&j, phase, 100_000);
+        assert_eq!(
+            note(job(None, Some(40_000), None), Phase::Running).as_deref(),
+            Some("late for 1m0s")
+        );
+        assert_eq!(
+            note(job(Some(160_000), None, None), Phase::Stopped).as_deref(),
+            Some("late in 1m0s")
+        );
+        assert_eq!(
+            note(job(Some(160_000), None, Some(95_000)), Phase::Stopped).as_deref(),
+            Some("run started 5s ago")
+        );
+        // A worker ward runs shows its own status instead.
+        assert_eq!(note(job(Some(160_000), None, None), Phase::Running), None);
     }
 }

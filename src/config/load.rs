@@ -16,12 +16,13 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use super::diag::{unknown_key_hint, ConfigError, Diagnostic, Diagnostics, LineIndex, Loc};
 use super::envfile::parse_env_file;
 use super::model::{
-    defaults, BackoffPolicy, CommandSpec, Config, External, Group, HeartbeatPolicy, LogPolicy,
-    OnHung, Program, ReadyMode, RestartPolicy, StderrTarget, StoreSettings, SupervisorSettings,
-    User,
+    defaults, BackoffPolicy, Cadence, CommandSpec, Config, External, Group, HeartbeatPolicy,
+    LogPolicy, OnHung, Program, ReadyMode, RestartPolicy, StderrTarget, StoreSettings,
+    SupervisorSettings, User,
 };
 use super::system::System;
 use super::units::{parse_duration, parse_signal, parse_size};
+use crate::cron::{Cron, Zone};
 
 pub(crate) const TOP_KEYS: &[&str] = &["supervisor", "defaults", "program", "store", "external"];
 pub(crate) const SUPERVISOR_KEYS: &[&str] = &[
@@ -71,6 +72,10 @@ pub(crate) const HEARTBEAT_KEYS: &[&str] = &[
     "hung_after",
     "on_hung",
     "watchdog_signal",
+    "period",
+    "schedule",
+    "tz",
+    "grace",
 ];
 /// Every `[[external]]` key: a name, words, and the heartbeat deadlines.
 pub(crate) const EXTERNAL_KEYS: &[&str] = &[
@@ -200,6 +205,20 @@ struct HeartbeatLayer {
     hung_after: Option<Duration>,
     on_hung: Option<OnHung>,
     watchdog_signal: Option<Signal>,
+    /// `period` or `schedule` (one at most), with where it was written.
+    cadence: Option<(LayerCadence, Loc)>,
+    /// `period` or `schedule` was written, even if invalid (so `tz` and
+    /// `grace` are not reported as alone too).
+    cadence_written: bool,
+    tz: Option<(Zone, Loc)>,
+    grace: Option<(Duration, Loc)>,
+}
+
+/// `period` or `schedule` as written; the zone comes from `tz` after merging.
+#[derive(Clone, Copy)]
+enum LayerCadence {
+    Period(Duration),
+    Schedule(Cron),
 }
 
 #[derive(Default, Clone, Copy)]
@@ -831,7 +850,96 @@ impl Walker<'_> {
                 }
             }
             "watchdog_signal" => h.watchdog_signal = self.signal(e, ctx),
+            "period" => {
+                h.cadence_written = true;
+                if let Some(d) = self.nonzero(e, ctx, "a period") {
+                    self.cadence(h, e, LayerCadence::Period(d), ctx);
+                }
+            }
+            "schedule" => {
+                h.cadence_written = true;
+                if let Some(c) = self.schedule(e, ctx) {
+                    self.cadence(h, e, LayerCadence::Schedule(c), ctx);
+                }
+            }
+            "tz" => {
+                if let Some(v) = self.string(e, ctx) {
+                    match Zone::parse(&v) {
+                        Some(z) => h.tz = Some((z, e.val_loc)),
+                        None => self.bad_value(
+                            e,
+                            format!("unsupported time zone `{v}`"),
+                            ctx,
+                            Some("use `local` (the zone ward runs in, as cron does) or `UTC`; for another zone, run ward with `TZ=Area/City` and keep `local`".into()),
+                        ),
+                    }
+                }
+            }
+            "grace" => {
+                h.grace = self
+                    .nonzero(e, ctx, "a grace period")
+                    .map(|d| (d, e.val_loc))
+            }
             _ => unreachable!("entries() only returns known keys"),
+        }
+    }
+
+    /// A duration that must not be zero.
+    fn nonzero(&mut self, e: &Entry<'_>, ctx: &str, what: &str) -> Option<Duration> {
+        let d = self.duration(e, ctx)?;
+        if d.is_zero() {
+            self.bad_value(e, format!("`0s` is not {what}"), ctx, None);
+            return None;
+        }
+        Some(d)
+    }
+
+    /// Record `period` or `schedule`; the two exclude each other.
+    fn cadence(&mut self, h: &mut HeartbeatLayer, e: &Entry<'_>, c: LayerCadence, ctx: &str) {
+        if let Some((prev, loc)) = h.cadence {
+            let other = match prev {
+                LayerCadence::Period(_) => "period",
+                LayerCadence::Schedule(_) => "schedule",
+            };
+            self.diag(
+                e.key_loc,
+                &e.key,
+                format!(
+                    "`{other}` (line {}) and `{}` exclude each other in {ctx}",
+                    loc.line,
+                    &e.key["heartbeat.".len()..]
+                ),
+                Some("keep `period` (the longest time between two runs) or `schedule` (cron times), not both".into()),
+            );
+            return;
+        }
+        h.cadence = Some((c, e.key_loc));
+    }
+
+    /// A cron `schedule`; a bad field is pointed at inside the string.
+    fn schedule(&mut self, e: &Entry<'_>, ctx: &str) -> Option<Cron> {
+        let s = self.string(e, ctx)?;
+        match Cron::parse(&s) {
+            Ok(c) => Some(c),
+            Err(err) => {
+                // Columns inside the quotes hold only when nothing is escaped.
+                let loc = match e.item.span() {
+                    Some(span) if span.len() == s.len() + 2 => {
+                        self.idx.loc(span.start + 1 + err.at)
+                    }
+                    _ => e.val_loc,
+                };
+                let hint = err.hint.unwrap_or_else(|| {
+                    "five fields: minute hour day-of-month month weekday, e.g. `0 3 * * *`".into()
+                });
+                self.diag(
+                    loc,
+                    &e.key,
+                    format!("{} in schedule `{s}` in {ctx}", err.message),
+                    Some(hint),
+                );
+                None
+            }
         }
     }
 
@@ -1591,8 +1699,12 @@ impl Walker<'_> {
                 );
             }
 
-            let heartbeat =
+            let mut heartbeat =
                 self.heartbeat_policy(&l.heartbeat, &d.heartbeat, p.header, &p.ctx, "heartbeat.");
+            heartbeat.cadence = self.merged_cadence(&l.heartbeat, &d.heartbeat, &p.ctx);
+            heartbeat.grace = (l.heartbeat.grace)
+                .or(d.heartbeat.grace)
+                .map_or(defaults::GRACE, |(g, _)| g);
 
             let mut env = l
                 .env_file
@@ -1699,6 +1811,9 @@ impl Walker<'_> {
                 .watchdog_signal
                 .or(hd.watchdog_signal)
                 .unwrap_or(defaults::WATCHDOG_SIGNAL),
+            // A program's own: set by the caller (`merged_cadence`).
+            cadence: None,
+            grace: defaults::GRACE,
         };
         if !prefix.is_empty()
             && interval.is_none()
@@ -1726,6 +1841,46 @@ impl Walker<'_> {
             );
         }
         heartbeat
+    }
+
+    /// `period`/`schedule` and `tz` after `[defaults]`: the program's own
+    /// `period` or `schedule` replaces the defaults' either. `tz` and `grace`
+    /// written in the program need a `period` or `schedule` to act on.
+    fn merged_cadence(
+        &mut self,
+        hl: &HeartbeatLayer,
+        hd: &HeartbeatLayer,
+        ctx: &str,
+    ) -> Option<Cadence> {
+        let zone = hl.tz.or(hd.tz).map_or(defaults::TZ, |(z, _)| z);
+        let cadence = hl.cadence.or(hd.cadence).map(|(c, _)| match c {
+            LayerCadence::Period(d) => Cadence::Period(d),
+            LayerCadence::Schedule(cron) => Cadence::Schedule(cron, zone),
+        });
+        if hl.cadence_written && cadence.is_none() {
+            return None;
+        }
+        if let Some((_, loc)) = hl.tz {
+            if !matches!(cadence, Some(Cadence::Schedule(..))) {
+                self.diag(
+                    loc,
+                    "heartbeat.tz",
+                    format!("`tz` is set but `schedule` is not, in {ctx}"),
+                    Some("`tz` says in which zone `schedule` is read: add a `schedule` or remove `tz`".into()),
+                );
+            }
+        }
+        if let Some((_, loc)) = hl.grace {
+            if cadence.is_none() {
+                self.diag(
+                    loc,
+                    "heartbeat.grace",
+                    format!("`grace` is set but neither `period` nor `schedule` is, in {ctx}"),
+                    Some("grace is the slack after each expected run: add `period = \"1h\"` or `schedule = \"0 3 * * *\"`".into()),
+                );
+            }
+        }
+        cadence
     }
 
     /// Report each dependency cycle once, at the edge that closes it.

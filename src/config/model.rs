@@ -165,6 +165,12 @@ pub struct HeartbeatPolicy {
     pub hung_after: Duration,
     pub on_hung: OnHung,
     pub watchdog_signal: Signal,
+    /// How often a finished run must be reported (`period` or `schedule`);
+    /// `None` = runs are not expected.
+    pub cadence: Option<Cadence>,
+    /// Slack after each expected run before the instance is `late`, and the
+    /// longest a reported run may take.
+    pub grace: Duration,
 }
 
 impl Default for HeartbeatPolicy {
@@ -175,8 +181,19 @@ impl Default for HeartbeatPolicy {
             hung_after: Duration::ZERO,
             on_hung: defaults::ON_HUNG,
             watchdog_signal: defaults::WATCHDOG_SIGNAL,
+            cadence: None,
+            grace: defaults::GRACE,
         }
     }
+}
+
+/// When runs of a job are expected (`heartbeat.period` / `heartbeat.schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    /// At most this long between two runs.
+    Period(Duration),
+    /// At the times of a cron schedule, read in a zone (`heartbeat.tz`).
+    Schedule(crate::cron::Cron, crate::cron::Zone),
 }
 
 /// How to run a program.
@@ -403,6 +420,10 @@ pub mod defaults {
     /// `on_hung` of an `[[external]]`: ward cannot restart it.
     pub const EXTERNAL_ON_HUNG: super::OnHung = super::OnHung::Alert;
     pub const WATCHDOG_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGABRT;
+    /// `heartbeat.grace`: healthchecks.io's default.
+    pub const GRACE: Duration = Duration::from_secs(3600);
+    /// `heartbeat.tz`: schedules read in the server's zone, as cron does.
+    pub const TZ: crate::cron::Zone = crate::cron::Zone::Local;
     /// State dir when ward runs as root.
     pub const ROOT_STATE_DIR: &str = "/var/lib/ward";
     /// Config search path after `-c` and `WARD_CONFIG`.

@@ -331,6 +331,160 @@ backoff.initial = "5s"
     );
 }
 
+// ---------------------------------------------------------------- job cadence
+
+#[test]
+fn period_schedule_tz_and_grace() {
+    let c = ok(r#"
+[defaults.heartbeat]
+period = "1h"
+grace = "5m"
+
+[[program]]
+name = "hourly"
+command = "x"
+
+[[program]]
+name = "nightly"
+command = "x"
+heartbeat = { schedule = "0 3 * * *", tz = "UTC" }
+
+[[program]]
+name = "weekly"
+command = "x"
+[program.heartbeat]
+schedule = "@weekly"
+grace = "2h"
+
+[[program]]
+name = "plain"
+command = "x"
+"#);
+    let hb = |i: usize| c.programs[i].heartbeat;
+    let cron = |s: &str| crate::cron::Cron::parse(s).unwrap();
+    assert_eq!(
+        hb(0).cadence,
+        Some(Cadence::Period(Duration::from_secs(3600)))
+    );
+    assert_eq!(hb(0).grace, Duration::from_secs(300));
+    // A program's schedule replaces the defaults' period; grace still merges.
+    assert_eq!(
+        hb(1).cadence,
+        Some(Cadence::Schedule(cron("0 3 * * *"), crate::cron::Zone::Utc))
+    );
+    assert_eq!(hb(1).grace, Duration::from_secs(300));
+    assert_eq!(
+        hb(2).cadence,
+        Some(Cadence::Schedule(cron("0 0 * * 0"), defaults::TZ))
+    );
+    assert_eq!(hb(2).grace, Duration::from_secs(7200));
+    let plain = &ok("[[program]]\nname = \"p\"\ncommand = \"x\"\n").programs[0];
+    assert_eq!(plain.heartbeat.cadence, None);
+    assert_eq!(plain.heartbeat.grace, defaults::GRACE);
+}
+
+#[test]
+fn job_cadence_problems() {
+    let base = "[[program]]\nname = \"a\"\ncommand = \"x\"\n[program.heartbeat]\n";
+    let d = one(&format!(
+        "{base}period = \"1h\"\nschedule = \"0 3 * * *\"\n"
+    ));
+    check(
+        &d,
+        6,
+        1,
+        "heartbeat.schedule",
+        "`period` (line 5) and `schedule` exclude each other in program `a`",
+    );
+    // A bad cron field is pointed at inside the string.
+    let d = one(&format!("{base}schedule = \"0 24 * * *\"\n"));
+    check(
+        &d,
+        5,
+        15,
+        "heartbeat.schedule",
+        "hour `24` is out of range 0-23 in schedule `0 24 * * *` in program `a`",
+    );
+    let d = one(&format!("{base}schedule = \"0 0 31 feb *\"\n"));
+    check(
+        &d,
+        5,
+        17,
+        "heartbeat.schedule",
+        "day `31` never falls in month `feb`: this schedule never fires in schedule `0 0 31 feb *` in program `a`",
+    );
+    let d = one(&format!("{base}schedule = \"0 3 * * * *\"\n"));
+    assert_eq!((d.line, d.col), (5, 23), "{d:#?}");
+    assert!(hint(&d).contains("no seconds"), "{d:#?}");
+    let d = one(&format!("{base}schedule = 3\n"));
+    check(
+        &d,
+        5,
+        12,
+        "heartbeat.schedule",
+        "expected a string, found an integer (`3`) in program `a`",
+    );
+    let d = one(&format!(
+        "{base}schedule = \"0 3 * * *\"\ntz = \"Europe/Berlin\"\n"
+    ));
+    check(
+        &d,
+        6,
+        6,
+        "heartbeat.tz",
+        "unsupported time zone `Europe/Berlin` in program `a`",
+    );
+    assert!(hint(&d).contains("TZ="), "{d:#?}");
+    let d = one(&format!("{base}period = \"1h\"\ntz = \"UTC\"\n"));
+    check(
+        &d,
+        6,
+        6,
+        "heartbeat.tz",
+        "`tz` is set but `schedule` is not, in program `a`",
+    );
+    let d = one(&format!("{base}grace = \"5m\"\n"));
+    check(
+        &d,
+        5,
+        9,
+        "heartbeat.grace",
+        "`grace` is set but neither `period` nor `schedule` is, in program `a`",
+    );
+    let d = errs(&format!("{base}period = \"0s\"\ngrace = \"0ms\"\n"));
+    assert_eq!(d.len(), 2, "{d:#?}");
+    check(
+        &d[0],
+        5,
+        10,
+        "heartbeat.period",
+        "`0s` is not a period in program `a`",
+    );
+    check(
+        &d[1],
+        6,
+        9,
+        "heartbeat.grace",
+        "`0s` is not a grace period in program `a`",
+    );
+    // A bad schedule is one problem, not a lone `tz` and `grace` as well.
+    let d = one(&format!(
+        "{base}schedule = \"daily\"\ntz = \"UTC\"\ngrace = \"1m\"\n"
+    ));
+    check(
+        &d,
+        5,
+        13,
+        "heartbeat.schedule",
+        "too few fields: `daily` has 1 in schedule `daily` in program `a`",
+    );
+    let d = one(&format!("{base}perod = \"1h\"\n"));
+    check(&d, 5, 1, "heartbeat.perod", "unknown key in program `a`");
+    assert_eq!(hint(&d), "did you mean `period`?");
+    // `grace` and `tz` in [defaults] apply only where they mean something.
+    ok("[defaults.heartbeat]\ngrace = \"1m\"\ntz = \"UTC\"\n[[program]]\nname = \"a\"\ncommand = \"x\"\n");
+}
+
 // ---------------------------------------------------------------- env_file
 
 #[test]
@@ -1113,6 +1267,11 @@ fn documented_defaults_match_the_code() {
     assert_eq!(dur("stop_timeout"), defaults::STOP_TIMEOUT);
     assert_eq!(dur("watch_delay"), defaults::WATCH_DELAY);
     assert_eq!(dur("ready_timeout"), defaults::READY_TIMEOUT);
+    assert_eq!(dur("heartbeat.grace"), defaults::GRACE);
+    assert_eq!(
+        crate::cron::Zone::parse(d("heartbeat.tz")),
+        Some(defaults::TZ)
+    );
     assert_eq!(
         parse_signal(d("heartbeat.watchdog_signal")),
         Ok(defaults::WATCHDOG_SIGNAL)

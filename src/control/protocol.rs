@@ -92,11 +92,12 @@ const JOB_LINE: usize = 200;
 impl JobEvent {
     /// The heartbeat that records this event (with a history entry).
     pub fn to_beat(&self) -> crate::heartbeat::Beat {
-        use crate::heartbeat::{Beat, Counter, MAX_METADATA};
+        use crate::heartbeat::{Beat, Counter, RunReport, MAX_METADATA};
         match self {
             JobEvent::Start { pid } => Beat {
                 status: Some("running".into()),
                 task: Some("job (ward run)".into()),
+                run: Some(RunReport::Started),
                 record: Some(match pid {
                     Some(pid) => format!("job started (ward run, pid {pid})"),
                     None => "job started (ward run)".into(),
@@ -153,6 +154,11 @@ impl JobEvent {
                     last_error: failed.then(|| detail.clone()),
                     metadata: Some(metadata),
                     record: Some(detail),
+                    run: Some(if failed {
+                        RunReport::Failed
+                    } else {
+                        RunReport::Succeeded
+                    }),
                     ..Beat::default()
                 }
             }
@@ -411,5 +417,27 @@ mod tests {
             );
         }
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn job_events_are_runs_for_period_and_schedule() {
+        use crate::heartbeat::RunReport;
+        let finish = |code| JobEvent::Finish {
+            code,
+            signal: None,
+            duration_ms: 5,
+            tail: vec!["done".into()],
+        };
+        assert_eq!(
+            JobEvent::Start { pid: Some(7) }.to_beat().run,
+            Some(RunReport::Started)
+        );
+        assert_eq!(finish(0).to_beat().run, Some(RunReport::Succeeded));
+        let failed = finish(3).to_beat();
+        assert_eq!(failed.run, Some(RunReport::Failed));
+        assert_eq!(
+            failed.record.as_deref(),
+            Some("job exited 3 after 5ms: done")
+        );
     }
 }

@@ -560,6 +560,8 @@ mod tests {
                 hung_after: Duration::from_secs(100),
                 on_hung,
                 watchdog_signal: nix::sys::signal::Signal::SIGABRT,
+                cadence: None,
+                grace: crate::config::defaults::GRACE,
             },
         }
     }

@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::{Beat, Counter, MAX_BEAT, MAX_METADATA};
+use super::{Beat, Counter, RunReport, MAX_BEAT, MAX_METADATA};
 use crate::program::{BeatAuth, BeatRefused, ProgramHandle};
 use crate::supervisor::Supervisor;
 
@@ -405,11 +405,13 @@ pub fn parse_ping(action: Option<&str>, body: &[u8]) -> Result<Beat, String> {
             status: Some(text.unwrap_or_else(|| "ok".into())),
             jobs: Some(Counter::Add(1)),
             task: Some(String::new()),
+            run: Some(RunReport::Succeeded),
             ..Beat::default()
         },
         PingKind::Start => Beat {
             status: Some(text.unwrap_or_else(|| "started".into())),
             task: Some("job".into()),
+            run: Some(RunReport::Started),
             ..Beat::default()
         },
         PingKind::Fail(code) => {
@@ -426,6 +428,7 @@ pub fn parse_ping(action: Option<&str>, body: &[u8]) -> Result<Beat, String> {
                 jobs: Some(Counter::Add(1)),
                 errors: Some(Counter::Add(1)),
                 task: Some(String::new()),
+                run: Some(RunReport::Failed),
                 ..Beat::default()
             }
         }
@@ -538,6 +541,14 @@ mod tests {
         let b = parse_ping(Some("fail"), b"boom\n").unwrap();
         assert_eq!(b.last_error.as_deref(), Some("failed: boom"));
         assert_eq!(b.errors, Some(Counter::Add(1)));
+        // What `period`/`schedule` judge: a log line is not a run.
+        let run = |a: Option<&str>| parse_ping(a, b"").unwrap().run;
+        assert_eq!(run(None), Some(RunReport::Succeeded));
+        assert_eq!(run(Some("0")), Some(RunReport::Succeeded));
+        assert_eq!(run(Some("start")), Some(RunReport::Started));
+        assert_eq!(run(Some("fail")), Some(RunReport::Failed));
+        assert_eq!(run(Some("2")), Some(RunReport::Failed));
+        assert_eq!(run(Some("log")), None);
         let long = vec![b'a'; 5000];
         let b = parse_ping(Some("log"), &long).unwrap();
         assert_eq!(b.status.unwrap().len(), PING_EXCERPT);

@@ -5,10 +5,12 @@
 //! The per-instance liveness state lives in the program actor that owns the
 //! instance (one owner for the process and its liveness, so readiness and
 //! hang detection act on the child without a second actor in between).
-//! Nothing here does I/O except `notify`, which receives datagrams.
+//! Nothing here does I/O except `notify`, which receives datagrams. `due`
+//! is the clock of jobs that must report runs on time (`period`/`schedule`).
 //! `[[external]]` workers, which have no actor of ours, have their own
 //! registry actor in `external`.
 
+pub mod due;
 pub mod external;
 pub mod http;
 pub mod notify;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::HeartbeatPolicy;
 use crate::program::Phase;
+pub use due::{JobClock, JobState, JobView, Now, RunReport};
 
 /// The largest heartbeat accepted from any source, in bytes.
 pub const MAX_BEAT: usize = 64 * 1024;
@@ -91,6 +94,9 @@ pub struct Beat {
     /// Kept in the instance's history (a job run reported by `ward run`).
     /// Only the operator's beats set it.
     pub record: Option<String>,
+    /// A run of a job started or finished (`ward run`, `/ping/...`): what
+    /// `period`/`schedule` judge. Other beats are signs of life only.
+    pub run: Option<RunReport>,
 }
 
 impl Counter {
@@ -139,6 +145,9 @@ impl Beat {
         if later.main_pid.is_some() {
             self.main_pid = later.main_pid;
         }
+        if later.run.is_some() {
+            self.run = later.run;
+        }
     }
 }
 
@@ -153,6 +162,8 @@ pub enum Health {
     Healthy,
     Stale,
     Hung,
+    /// A job (`period`/`schedule`) did not report a run on time.
+    Late,
     /// The worker reports its circuit breaker open: shown, never a reason to restart.
     CircuitOpen,
     /// The process died (whatever its last beat said).
@@ -171,6 +182,7 @@ impl Health {
             Health::Healthy => "healthy",
             Health::Stale => "stale",
             Health::Hung => "hung",
+            Health::Late => "late",
             Health::CircuitOpen => "circuit_open",
             Health::Crashed => "crashed",
             Health::Backoff => "backoff",
@@ -227,6 +239,28 @@ pub fn evaluate(
             Liveness::Fresh if beaten => Health::Healthy,
             Liveness::Fresh => Health::Ready,
         },
+    }
+}
+
+/// The health of a program with `period`/`schedule`, from its process
+/// health and its runs: `late` above all (the job is not getting done);
+/// otherwise, where no process of its own is up (a job run by cron through
+/// `ward run`) or its process is fine, the last run decides: `healthy`,
+/// `crashed` when it failed, `ready` before the first. A process in trouble
+/// or on its way (starting, backoff, stale, ...) keeps its own health.
+pub fn job_health(process: Health, phase: Phase, job: JobState) -> Health {
+    let idle = matches!(phase, Phase::Stopped | Phase::Exited);
+    let fine = matches!(
+        process,
+        Health::Ready | Health::Healthy | Health::CircuitOpen
+    );
+    match job {
+        JobState::Late => Health::Late,
+        _ if !(idle || (phase == Phase::Running && fine)) => process,
+        JobState::Failed => Health::Crashed,
+        JobState::Succeeded if idle => Health::Healthy,
+        JobState::NotYet if idle && process != Health::Crashed => Health::Ready,
+        _ => process,
     }
 }
 
@@ -319,6 +353,7 @@ mod tests {
             hung_after: Duration::from_secs(interval.unwrap_or(0) * 10),
             on_hung: OnHung::Restart,
             watchdog_signal: Signal::SIGABRT,
+            ..HeartbeatPolicy::default()
         }
     }
 
@@ -356,6 +391,42 @@ mod tests {
                 evaluate(phase, crashed, live, beaten, circuit),
                 want,
                 "{phase:?} {live:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn job_health_table() {
+        use Health as H;
+        use JobState as J;
+        let cases = [
+            // Late wins over everything.
+            (H::Backoff, Phase::Backoff, J::Late, H::Late),
+            (H::Stopped, Phase::Stopped, J::Late, H::Late),
+            (H::Healthy, Phase::Running, J::Late, H::Late),
+            // A job ward never starts: its runs decide.
+            (H::Stopped, Phase::Stopped, J::NotYet, H::Ready),
+            (H::Stopped, Phase::Stopped, J::Succeeded, H::Healthy),
+            (H::Stopped, Phase::Stopped, J::Failed, H::Crashed),
+            (H::Crashed, Phase::Exited, J::NotYet, H::Crashed),
+            (H::Crashed, Phase::Exited, J::Succeeded, H::Healthy),
+            // A worker ward runs that pings after each job.
+            (H::Healthy, Phase::Running, J::Failed, H::Crashed),
+            (H::Healthy, Phase::Running, J::Succeeded, H::Healthy),
+            (H::CircuitOpen, Phase::Running, J::Succeeded, H::CircuitOpen),
+            (H::Ready, Phase::Running, J::NotYet, H::Ready),
+            (H::Stale, Phase::Running, J::Failed, H::Stale),
+            (H::Hung, Phase::Running, J::Succeeded, H::Hung),
+            // A process on its way keeps its own health.
+            (H::Starting, Phase::Starting, J::Failed, H::Starting),
+            (H::Stopped, Phase::Stopping, J::Succeeded, H::Stopped),
+            (H::Fatal, Phase::Fatal, J::Succeeded, H::Fatal),
+        ];
+        for (process, phase, job, want) in cases {
+            assert_eq!(
+                job_health(process, phase, job),
+                want,
+                "{process:?} {phase:?} {job:?}"
             );
         }
     }

@@ -26,7 +26,7 @@ use crate::config::Instance;
 use crate::config::{OnHung, ReadyMode};
 use crate::exit::Exit;
 use crate::heartbeat::notify::{NotifySocket, RateLimitedLog};
-use crate::heartbeat::{Beat, Liveness};
+use crate::heartbeat::{Beat, Health, JobClock, Liveness, Now, RunReport};
 use crate::logs::InstanceLogs;
 use crate::reaper::{Creds, SpawnRequest};
 use std::os::fd::AsRawFd;
@@ -55,8 +55,13 @@ pub(super) fn initial_snapshot(inst: &Instance) -> Snapshot {
         next_start_ms: None,
         message: None,
         history: VecDeque::new(),
-        health: crate::heartbeat::Health::Stopped,
+        health: match inst.program.heartbeat.cadence {
+            // A job that has not run yet, and is not due.
+            Some(_) => crate::heartbeat::Health::Ready,
+            None => crate::heartbeat::Health::Stopped,
+        },
         heartbeat: Default::default(),
+        job: None,
     }
 }
 
@@ -72,8 +77,15 @@ pub(super) fn spawn(
     gate: Arc<BeatGate>,
 ) {
     let epoch = ctx.epoch.subscribe();
+    let hb = instance.program.heartbeat;
+    let job = hb.cadence.map(|c| JobClock::new(c, hb.grace, clock_now()));
+    if let Some(j) = &job {
+        // Status shows when the job is due from the start.
+        snap_tx.send_modify(|s| s.job = Some(j.view()));
+    }
     let snap = snap_tx.borrow().clone();
     let actor = Actor {
+        job,
         jitter: Jitter::from_entropy(&instance.id),
         snap,
         inst: instance,
@@ -130,6 +142,9 @@ struct Actor {
     /// This instance's run tokens, shared with its handles.
     gate: Arc<BeatGate>,
     live: Live,
+    /// The lateness clock of a program with `period`/`schedule`; it runs
+    /// whatever the process does (a cron job has none of its own).
+    job: Option<JobClock>,
 }
 
 /// Readiness and heartbeat state of the current run.
@@ -487,6 +502,7 @@ impl Actor {
             self.live.kill_at,
             liveness,
             self.live.publish_at,
+            self.job.as_ref().and_then(JobClock::deadline),
         ]
         .into_iter()
         .flatten()
@@ -539,6 +555,14 @@ impl Actor {
         }
         if self.liveness_deadline().is_some_and(|t| t <= now) {
             self.check_liveness();
+        }
+        if self
+            .job
+            .as_ref()
+            .and_then(JobClock::deadline)
+            .is_some_and(|t| t <= now)
+        {
+            self.check_job();
         }
         if self.deadline.is_some_and(|t| t <= now) {
             self.on_deadline().await;
@@ -607,6 +631,53 @@ impl Actor {
         }
     }
 
+    /// At the job's deadline: record that it is late.
+    fn check_job(&mut self) {
+        let before = self.health();
+        let Some(job) = &mut self.job else { return };
+        if !job.check(clock_now()) {
+            // Re-armed (the wall clock was set back): show the new time.
+            self.publish_soon();
+            return;
+        }
+        let why = job.why_late().unwrap_or_default();
+        tracing::warn!("late: {why}");
+        let after = self.health();
+        self.record(format!(
+            "health: {} -> {}; {why}",
+            before.as_str(),
+            after.as_str()
+        ));
+    }
+
+    /// A run of the job started or finished; a finished one ends lateness.
+    /// A change of health is published at once, not coalesced.
+    fn job_run(&mut self, report: RunReport) {
+        let before = self.health();
+        let Some(job) = &mut self.job else { return };
+        let late_since = job.view().late_since_ms;
+        let now = clock_now();
+        job.report(report, now);
+        let still_late = job.is_late();
+        let after = self.health();
+        if let (Some(since), false) = (late_since, still_late) {
+            let how = if report == RunReport::Succeeded {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            let late_for = Duration::from_millis(now.wall_ms.saturating_sub(since));
+            self.record(format!(
+                "health: {} -> {}; on time again: a run {how}, {} after it turned late",
+                before.as_str(),
+                after.as_str(),
+                human(late_for)
+            ));
+        } else if after != self.snap.health {
+            self.publish();
+        }
+    }
+
     fn on_beat(&mut self, msg: BeatMsg) {
         let BeatMsg { beat, auth, reply } = msg;
         let live_run = self.child.is_some();
@@ -651,6 +722,9 @@ impl Actor {
         self.snap.heartbeat.apply(&beat, now_ms());
         if let Some(detail) = &beat.record {
             self.record(detail.clone());
+        }
+        if let Some(report) = beat.run {
+            self.job_run(report);
         }
         if self.child.is_some() {
             self.live.alive_at = Some(now);
@@ -751,19 +825,29 @@ impl Actor {
         }
     }
 
-    fn publish(&mut self) {
+    /// The health to show now, from the process, its beats and its job runs.
+    fn health(&self) -> Health {
         let crashed = self
             .snap
             .last_exit
             .as_ref()
             .is_some_and(|e| !e.exit.is_success(&self.inst.program.exit_codes));
-        self.snap.health = crate::heartbeat::evaluate(
+        let process = crate::heartbeat::evaluate(
             self.phase(),
             crashed,
             self.live.level.unwrap_or(Liveness::Fresh),
             self.live.beaten,
             self.snap.heartbeat.circuit_breaker_open,
         );
+        match &self.job {
+            Some(job) => crate::heartbeat::job_health(process, self.phase(), job.state()),
+            None => process,
+        }
+    }
+
+    fn publish(&mut self) {
+        self.snap.health = self.health();
+        self.snap.job = self.job.as_ref().map(JobClock::view);
         self.live.last_publish = Some(Instant::now());
         self.live.publish_at = None;
         self.snap_tx.send_replace(self.snap.clone());
@@ -1053,6 +1137,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     out.join(": ")
+}
+
+/// Both clocks, for the job clock.
+fn clock_now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall_ms: now_ms(),
+    }
 }
 
 pub fn now_ms() -> u64 {

@@ -89,6 +89,9 @@ pub struct Snapshot {
     pub health: crate::heartbeat::Health,
     /// What the worker's heartbeats said.
     pub heartbeat: crate::heartbeat::HeartbeatView,
+    /// A job with `period`/`schedule`: when it turns late, since when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<crate::heartbeat::JobView>,
 }
 
 /// Who vouches for a heartbeat.
@@ -330,6 +333,7 @@ impl ProgramHandle {
             message: b.message.clone(),
             history: VecDeque::new(),
             heartbeat: b.heartbeat.clone(),
+            job: b.job.clone(),
             ..*b
         };
         s.heartbeat.rejected += self.gate.refused();

@@ -72,7 +72,9 @@ pub struct EventRow {
     pub instance: i64,
     pub name: String,
     /// `started`, `restarted`, `running`, `exited`, `backoff`, `fatal`,
-    /// `stopping`, `stopped`, `waiting`, `unknown`, `removed`, `events_dropped`.
+    /// `stopping`, `stopped`, `waiting`, `unknown`, `removed`, `events_dropped`;
+    /// from heartbeats `heartbeat_stale`, `heartbeat_hung`, `late`, `on_time`
+    /// and `health`.
     pub event: &'static str,
     pub from_state: Option<String>,
     pub to_state: Option<String>,
@@ -340,13 +342,17 @@ fn events_for(snap: &Snapshot, t: &Transition, is_last: bool, out: &mut Vec<Even
     if t.from == t.to {
         // A record without a phase change: health changes from heartbeats.
         let detail = t.detail.as_deref().unwrap_or("");
-        let to = detail
-            .strip_prefix("health: ")
-            .and_then(|d| d.split(" -> ").nth(1))
-            .map(|d| d.split([';', ' ']).next().unwrap_or(""));
-        let event = match to {
-            Some("stale") => "heartbeat_stale",
-            Some("hung") => "heartbeat_hung",
+        let change = detail.strip_prefix("health: ").map(|d| {
+            let mut sides = d.split(" -> ");
+            let from = sides.next().unwrap_or("");
+            let to = sides.next().unwrap_or("");
+            (from, to.split([';', ' ']).next().unwrap_or(""))
+        });
+        let event = match change {
+            Some((_, "late")) => "late",
+            Some(("late", _)) => "on_time",
+            Some((_, "stale")) => "heartbeat_stale",
+            Some((_, "hung")) => "heartbeat_hung",
             _ if detail.contains("hung") => "heartbeat_hung",
             _ => "health",
         };
@@ -525,6 +531,7 @@ mod tests {
             history: VecDeque::new(),
             health: crate::heartbeat::Health::Stopped,
             heartbeat: Default::default(),
+            job: None,
         }
     }
 
@@ -706,6 +713,34 @@ mod tests {
             d.row.and_then(|r| r.message).as_deref(),
             Some("on host app-1")
         );
+    }
+
+    #[test]
+    fn a_late_job_and_its_return_are_events() {
+        let mut s = snap();
+        for (at_ms, detail) in [
+            (
+                1,
+                "health: ready -> late; late: no finished run for 1s (period 500ms + grace 500ms)",
+            ),
+            (2, "job exited 0 after 3ms"),
+            (
+                3,
+                "health: late -> healthy; on time again: a run succeeded (was late: ...)",
+            ),
+            (4, "health: healthy -> hung; no beat for 1s"),
+        ] {
+            s.history.push_back(Transition {
+                at_ms,
+                from: Phase::Stopped,
+                to: Phase::Stopped,
+                pid: None,
+                exit: None,
+                detail: Some(detail.into()),
+            });
+        }
+        let d = observe(&mut Seen::default(), &s, 5, false);
+        assert_eq!(kinds(&d), ["late", "health", "on_time", "heartbeat_hung"]);
     }
 
     #[test]

@@ -79,6 +79,18 @@ const CASES: &[Case] = &[
         at: "\"no-such-user-xyz\"",
         says: &["unknown user `no-such-user-xyz`"],
     },
+    Case {
+        what: "bad cron field",
+        programs: "[[program]]\nname = \"web\"\ncommand = \"true\"\nautostart = false\n[program.heartbeat]\nschedule = \"0 3 * * mon-fry\"\n",
+        at: "fry\"",
+        says: &["`heartbeat.schedule`: `fry` is not a valid weekday in schedule `0 3 * * mon-fry` in program `web`", "hint: use numbers 0-7 or names like `mon`"],
+    },
+    Case {
+        what: "period and schedule",
+        programs: "[[program]]\nname = \"web\"\ncommand = \"true\"\n[program.heartbeat]\nperiod = \"1h\"\nschedule = \"@daily\"\n",
+        at: "schedule",
+        says: &["`heartbeat.schedule`: `period` (line ", "exclude each other in program `web`", "hint: keep `period`"],
+    },
 ];
 
 fn location(env: &TestEnv, at: &str) -> String {

@@ -24,7 +24,7 @@ fn free_port() -> u16 {
 }
 
 /// An env whose `[supervisor]` has `http` on a free port.
-fn with_http(programs: &str) -> (TestEnv, u16) {
+pub(crate) fn with_http(programs: &str) -> (TestEnv, u16) {
     let env = TestEnv::new();
     let port = free_port();
     env.write_config(&format!(
@@ -36,7 +36,13 @@ fn with_http(programs: &str) -> (TestEnv, u16) {
 
 /// One HTTP/1.1 request; the status code and the body parsed as JSON
 /// (`Value::Null` when it is not JSON).
-fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, Value) {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP endpoint");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let auth = token
@@ -61,7 +67,7 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &[u8]) -
 }
 
 /// Wait until `file` exists and is not empty; its trimmed contents.
-fn read_when_written(env: &TestEnv, file: &Path) -> String {
+pub(crate) fn read_when_written(env: &TestEnv, file: &Path) -> String {
     let mut text = String::new();
     env.wait_until(&format!("{} is written", file.display()), DEADLINE, || {
         text = fs::read_to_string(file).unwrap_or_default();

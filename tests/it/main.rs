@@ -11,6 +11,7 @@ mod support;
 mod config_errors;
 mod heartbeats;
 mod instances;
+mod late_jobs;
 mod lifecycle;
 mod logs_capture;
 mod logs_cli;
