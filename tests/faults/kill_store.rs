@@ -279,14 +279,21 @@ fn sigkill_of_ward_mid_batch_leaves_consistent_tables() {
         check == ["ok"],
         format!("integrity_check at the end: {check:?}"),
     );
-    let hosts = {
-        let out = env.ward_ok(&["status", "--db", "--json"]);
-        let v: Value = serde_json::from_str(&out.stdout).expect("status --db JSON");
-        v["hosts"].clone()
-    };
+    // One supervisors row, naming the live daemon (written at its first refresh).
+    let mut hosts = Value::Null;
+    env.wait_until(
+        "the supervisors row names the live daemon",
+        DEADLINE,
+        || {
+            let out = env.ward_ok(&["status", "--db", "--json"]);
+            let v: Value = serde_json::from_str(&out.stdout).expect("status --db JSON");
+            hosts = v["hosts"].clone();
+            hosts[0]["pid"] == ward
+        },
+    );
     env.check(
-        hosts.as_array().is_some_and(|h| h.len() == 1) && hosts[0]["pid"] == ward,
-        format!("one supervisors row, naming the live daemon {ward}: {hosts}"),
+        hosts.as_array().is_some_and(|h| h.len() == 1),
+        format!("one supervisors row: {hosts}"),
     );
 
     let events = all_events(&db);
