@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run every benchmark for ward, supervisord and PM2 and write docs/BENCHMARKS.md.
 #   bench/run.sh           full suite (< 15 min)
-#   bench/run.sh --quick   ~3 min subset
-# Extra flags go to bench/bench.py (e.g. --only restart,logs --keep).
+#   bench/run.sh --quick   ~5 min subset
+# Extra flags go to bench/bench.py (e.g. --only heartbeat,store --out /tmp/b.md --keep).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,9 +25,19 @@ trap 'exit 130' INT TERM
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-say "building ward (release)"
-(cd "$repo" && cargo build --release --quiet)
+say "building ward, the heartbeat load generator and the store benchmark (release)"
+(cd "$repo" && cargo build --release --quiet --bin ward --example heartbeat_load)
 ward="$repo/target/release/ward"
+load="$repo/target/release/examples/heartbeat_load"
+# The status-table benchmark is the ignored `bench` test of tests/store (it
+# starts its own PostgreSQL from the machine's binaries, like the store tests).
+store_bench="$(cd "$repo" && cargo test --release --quiet --test store --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "store" and m.get("executable"):
+        print(m["executable"])')"
+[[ -x "$store_bench" ]] || { echo "could not build the store benchmark (cargo test --release --test store --no-run)" >&2; exit 1; }
 
 if ! command -v supervisord >/dev/null || ! command -v supervisorctl >/dev/null; then
     say "installing supervisor (pip)"
@@ -36,6 +46,19 @@ fi
 if ! command -v pm2 >/dev/null; then
     say "installing pm2 (npm)"
     npm install -g --silent pm2
+fi
+# wrk is a second HTTP load generator for the heartbeat scenario (optional);
+# PostgreSQL's binaries are needed by the status-table scenario.
+if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        missing+=(postgresql)
+    fi
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        say "installing ${missing[*]} (apt-get)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || true
+    fi
 fi
 command -v gcc >/dev/null || { echo "gcc is needed for bench/writer.c" >&2; exit 1; }
 gcc -O2 -o "$tmp/writer" "$here/writer.c"
@@ -70,6 +93,7 @@ PY
 
 say "running the benchmarks"
 python3 "$here/bench.py" --ward "$ward" --writer "$tmp/writer" --meta "$tmp/meta.json" \
+    --load "$load" --store-bench "$store_bench" \
     --out "$out" --json "$tmp/results.json" "$@" &
 pyd=$!
 wait "$pyd"

@@ -1,16 +1,17 @@
-//! A load generator for ward's heartbeat registry, used by bench/heartbeat.sh.
+//! A load generator for ward's heartbeat registry, used by scenario 6 of
+//! bench/run.sh (`bench/run.sh --only heartbeat --out /tmp/hb.md`).
 //!
 //! ```text
 //! heartbeat_load http ADDR PATH TOKEN CONNECTIONS SECONDS   keep-alive POSTs
 //! heartbeat_load notify SOCKET COUNT                        sd_notify datagrams
-//! heartbeat_load latency ADDR PATH TOKEN CONTROL_SOCKET NAME ROUNDS
 //! ```
 //! Prints one `key=value` line. Loopback and local sockets only; every loop
-//! is bounded in count or time.
+//! is bounded in count or time. (The probes of a beat's latency to `ward
+//! status` and to its row in the table are in bench/bench.py.)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -24,14 +25,6 @@ fn main() {
             args[5].parse().expect("seconds"),
         ),
         Some("notify") if args.len() == 3 => notify(&args[1], args[2].parse().expect("count")),
-        Some("latency") if args.len() == 7 => latency(
-            &args[1],
-            &args[2],
-            &args[3],
-            &args[4],
-            &args[5],
-            args[6].parse().expect("rounds"),
-        ),
         _ => {
             eprintln!("usage: see the comment at the top of examples/heartbeat_load.rs");
             std::process::exit(2);
@@ -128,53 +121,5 @@ fn notify(path: &str, count: u64) {
     println!(
         "datagrams={sent} seconds={secs:.3} datagrams_per_sec={:.0}",
         sent as f64 / secs
-    );
-}
-
-/// Send a beat naming a fresh task, then poll the control socket until
-/// status shows it; the median and worst of ROUNDS.
-fn latency(addr: &str, path: &str, token: &str, control: &str, name: &str, rounds: usize) {
-    let s = TcpStream::connect(addr).expect("connect");
-    let mut w = s.try_clone().expect("clone");
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    let mut took = Vec::new();
-    for i in 0..rounds {
-        let task = format!("probe-{i}-{}", std::process::id());
-        let start = Instant::now();
-        w.write_all(
-            request(
-                addr,
-                path,
-                token,
-                &format!(r#"{{"current_task":"{task}"}}"#),
-            )
-            .as_bytes(),
-        )
-        .expect("send");
-        assert_eq!(read_response(&mut r, &mut line), Some(200));
-        let deadline = start + Duration::from_secs(5);
-        loop {
-            let c = UnixStream::connect(control).expect("control socket");
-            let mut cw = c.try_clone().expect("clone");
-            cw.write_all(format!("{{\"cmd\":\"status\",\"names\":[\"{name}\"]}}\n").as_bytes())
-                .expect("status");
-            let mut reply = String::new();
-            BufReader::new(c).read_line(&mut reply).expect("reply");
-            if reply.contains(&task) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the beat never showed in status");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        took.push(start.elapsed());
-        // Space the probes past the 100 ms publish coalescing.
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    took.sort();
-    println!(
-        "beat_to_status_median_ms={:.1} beat_to_status_max_ms={:.1} rounds={rounds}",
-        took[took.len() / 2].as_secs_f64() * 1000.0,
-        took[took.len() - 1].as_secs_f64() * 1000.0
     );
 }

@@ -1,6 +1,8 @@
 //! Fault injection: the real `ward` binary under faults (SIGKILL of ward, a
 //! crash loop, process trees that misbehave, a flood of output, orphans,
-//! bad input at the control socket) plus property tests of the parsers.
+//! bad input at the control socket, SIGKILL while the status-table writer
+//! is mid-batch, 10,000 heartbeat connections) plus property tests of the
+//! parsers.
 //! Every case asserts an outcome; docs/FAULTS.md lists them.
 //!
 //! Run with `cargo test --test faults`; the long variants with
@@ -14,6 +16,8 @@ mod support;
 mod control_socket;
 mod crash_loop;
 mod fuzz;
+mod http_connections;
+mod kill_store;
 mod kill_ward;
 mod orphans;
 mod process_tree;
