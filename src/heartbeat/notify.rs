@@ -401,10 +401,25 @@ mod tests {
             seen = rx.recv().await.unwrap().unwrap();
         }
         assert_eq!(seen.status.as_deref(), Some("up"));
-        // The barrier's descriptor was closed: reading the pipe hits EOF, not a block.
-        let mut b = [0u8; 1];
-        let n = nix::unistd::read(read_end.as_raw_fd(), &mut b).unwrap();
-        assert_eq!(n, 0);
+        // The barrier's descriptor gets closed: the pipe's read end sees EOF.
+        // Polled without blocking: the receiving task runs on this test's
+        // runtime thread, and a blocking read here could wait on it forever.
+        nix::fcntl::fcntl(
+            read_end.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut b = [0u8; 1];
+            match nix::unistd::read(read_end.as_raw_fd(), &mut b) {
+                Ok(0) => break,
+                Err(nix::errno::Errno::EAGAIN) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await // poll interval of the deadline loop
+                }
+                other => panic!("the barrier's descriptor was not closed: {other:?}"),
+            }
+        }
         client.send_to(&vec![b'x'; MAX_BEAT + 10], &path).unwrap();
         assert_eq!(rx.recv().await.unwrap(), Err(DatagramError::Truncated));
         // A flood is merged: every counter increment arrives, in fewer beats.
