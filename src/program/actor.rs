@@ -72,8 +72,8 @@ pub(super) fn spawn(
     logs: InstanceLogs,
     rx: mpsc::Receiver<(Request, oneshot::Sender<Outcome>)>,
     snap_tx: watch::Sender<Snapshot>,
-    beats_rx: mpsc::Receiver<BeatMsg>,
-    beats_tx: mpsc::Sender<BeatMsg>,
+    beats_rx: mpsc::Receiver<Box<BeatMsg>>,
+    beats_tx: mpsc::Sender<Box<BeatMsg>>,
     gate: Arc<BeatGate>,
 ) {
     let epoch = ctx.epoch.subscribe();
@@ -137,8 +137,8 @@ struct Actor {
     start_waiters: Vec<oneshot::Sender<Outcome>>,
     stop_waiters: Vec<oneshot::Sender<Outcome>>,
     jitter: Jitter,
-    beats_rx: mpsc::Receiver<BeatMsg>,
-    beats_tx: mpsc::Sender<BeatMsg>,
+    beats_rx: mpsc::Receiver<Box<BeatMsg>>,
+    beats_tx: mpsc::Sender<Box<BeatMsg>>,
     /// This instance's run tokens, shared with its handles.
     gate: Arc<BeatGate>,
     live: Live,
@@ -199,7 +199,7 @@ impl Actor {
                         Some((r, reply)) => Event::Request(r, reply),
                         None => Event::Closed,
                     },
-                    Some(b) = beats.recv() => Event::Beat(Box::new(b)),
+                    Some(b) = beats.recv() => Event::Beat(b),
                     exit = async { exit_rx.as_mut().expect("guarded").await }, if has_child => {
                         // The reaper only drops the sender when it is shutting down.
                         Event::Exit(exit.unwrap_or(Exit::Signal(libc::SIGKILL)))
@@ -362,13 +362,15 @@ impl Actor {
                 let mut log = RateLimitedLog::new(Duration::from_secs(10));
                 self.live
                     .listeners
-                    .push(tokio::spawn(sock.run(allowed, tx, move |r| BeatMsg {
-                        beat: r.map_err(|e| {
-                            log.warn(&e);
-                            e.to_string()
-                        }),
-                        auth: BeatAuth::Run(run),
-                        reply: None,
+                    .push(tokio::spawn(sock.run(allowed, tx, move |r| {
+                        Box::new(BeatMsg {
+                            beat: r.map_err(|e| {
+                                log.warn(&e);
+                                e.to_string()
+                            }),
+                            auth: BeatAuth::Run(run),
+                            reply: None,
+                        })
                     })));
             }
             Err(e) => {
@@ -1203,7 +1205,7 @@ fn ipc_channel() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// Read Node IPC messages (JSON lines); `"ready"` (from `process.send('ready')`)
 /// is a ready beat, anything else a plain sign of life.
-async fn ipc_listener(fd: OwnedFd, tx: mpsc::Sender<BeatMsg>, run: u64) {
+async fn ipc_listener(fd: OwnedFd, tx: mpsc::Sender<Box<BeatMsg>>, run: u64) {
     use tokio::io::AsyncBufReadExt;
     let std = std::os::unix::net::UnixStream::from(fd);
     if std.set_nonblocking(true).is_err() {
@@ -1223,10 +1225,10 @@ async fn ipc_listener(fd: OwnedFd, tx: mpsc::Sender<BeatMsg>, run: u64) {
             ready,
             ..Beat::default()
         };
-        let _ = tx.try_send(BeatMsg {
+        let _ = tx.try_send(Box::new(BeatMsg {
             beat: Ok(beat),
             auth: BeatAuth::Run(run),
             reply: None,
-        });
+        }));
     }
 }

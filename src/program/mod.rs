@@ -241,7 +241,8 @@ pub struct ProgramHandle {
     pub program: Arc<Program>,
     pub logs: InstanceLogs,
     tx: mpsc::Sender<(Request, oneshot::Sender<Outcome>)>,
-    beats: mpsc::Sender<BeatMsg>,
+    // Boxed: a channel allocates its first block of 32 slots at once.
+    beats: mpsc::Sender<Box<BeatMsg>>,
     gate: Arc<BeatGate>,
     state: watch::Receiver<Snapshot>,
 }
@@ -295,11 +296,11 @@ impl ProgramHandle {
             self.check_token(t)?;
         }
         let (reply, rx) = oneshot::channel();
-        match self.beats.try_send(BeatMsg {
+        match self.beats.try_send(Box::new(BeatMsg {
             beat: Ok(beat),
             auth,
             reply: Some(reply),
-        }) {
+        })) {
             Ok(()) => rx.await.unwrap_or(Err(BeatRefused::Gone)),
             Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(BeatRefused::Gone),

@@ -22,9 +22,9 @@ use crate::heartbeat::external::{ExternalRow, Observed};
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
-/// Rows per multi-row statement (27 parameters each, well under both limits).
-const ROWS_PER_STATEMENT: usize = 500;
-const EVENTS_PER_STATEMENT: usize = 1000;
+/// Rows per multi-row statement (see `bucketed`); 256 rows of 27
+/// parameters stay well under both databases' limits.
+const STATEMENT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -321,6 +321,24 @@ const WORKER_COLUMNS: &str = "host, program, instance, name, state, pid, started
 const WORKER_TS: [usize; 6] = [6, 7, 12, 13, 18, 19];
 const EVENT_COLUMNS: &str = "at, host, program, instance, name, event, from_state, to_state, pid, exit_code, exit_signal, delay_ms, detail";
 
+/// Split a batch into statements of 256, 64, 16, 4 and 1 rows (the largest
+/// that fit, in that order). Each distinct row count is its own prepared
+/// statement in the connection's cache, and a statement of a few hundred
+/// rows compiles to a large program: a handful of sizes keeps that cache
+/// (and ward's memory) small whatever the batches look like.
+fn bucketed<T>(items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = items;
+    for size in STATEMENT_SIZES {
+        while rest.len() >= size {
+            let (head, tail) = rest.split_at(size);
+            out.push(head);
+            rest = tail;
+        }
+    }
+    out
+}
+
 /// `INSERT ... VALUES (...), (...) ON CONFLICT ... DO UPDATE` for `n` rows.
 fn upsert_rows_sql(d: Dialect, n: usize) -> String {
     let cols: Vec<&str> = WORKER_COLUMNS.split(", ").collect();
@@ -483,7 +501,7 @@ macro_rules! write_batch {
                 .await?;
         }
         let rows: Vec<&WorkerRow> = p.rows.values().collect();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in bucketed(&rows) {
             let sql = upsert_rows_sql(d, chunk.len());
             let mut q = sqlx::query(&sql);
             for r in chunk {
@@ -518,7 +536,7 @@ macro_rules! write_batch {
                 w.removed += 1;
             }
         }
-        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        for chunk in bucketed(&events) {
             let sql = insert_events_sql(d, chunk.len());
             let mut q = sqlx::query(&sql);
             for e in chunk {
@@ -858,6 +876,21 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_split_into_few_statement_sizes() {
+        let sizes = |n: usize| {
+            bucketed(&vec![0u8; n])
+                .iter()
+                .map(|c| c.len())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(3), [1, 1, 1]);
+        assert_eq!(sizes(100), [64, 16, 16, 4]);
+        assert_eq!(sizes(1000).iter().sum::<usize>(), 1000);
+        assert_eq!(sizes(1000)[..3], [256, 256, 256]);
+    }
 
     #[test]
     fn redacts_passwords() {
