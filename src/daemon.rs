@@ -115,6 +115,8 @@ pub fn prepare_state_dir(state_dir: &Path) -> Result<Flock<File>, DaemonError> {
 
 /// Run the daemon until it is told to stop. The lock must be held.
 pub fn run(config: Config, _lock: Flock<File>, own_log: OwnLogWriter) -> Result<(), DaemonError> {
+    // Before any thread starts, so that every thread inherits the mask.
+    crate::reaper::block_sigchld();
     // One malloc arena: the daemon's allocations are small and few, and
     // per-thread arenas would cost resident memory for nothing.
     // SAFETY: mallopt only tunes glibc's allocator; called before threads start.

@@ -21,9 +21,9 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -98,7 +98,6 @@ enum Msg {
         Box<SpawnRequest>,
         oneshot::Sender<Result<Spawned, SpawnError>>,
     ),
-    Reap,
     Release(i32),
 }
 
@@ -116,11 +115,13 @@ const INHERITED_NOT: [&str; 5] = [
 #[derive(Clone)]
 pub struct Reaper {
     tx: mpsc::Sender<Msg>,
+    /// Written after each message: the process thread polls it beside SIGCHLD.
+    wake: Arc<OwnedFd>,
 }
 
 impl Reaper {
-    /// Become a subreaper, start the process thread and the SIGCHLD listener.
-    /// Must be called inside a tokio runtime, before any child is spawned.
+    /// Become a subreaper and start the process thread. SIGCHLD must have
+    /// been blocked in every thread ([`block_sigchld`] before any started).
     pub fn start(journal_path: PathBuf) -> io::Result<Reaper> {
         // SAFETY: prctl with integer arguments only.
         let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -128,8 +129,16 @@ impl Reaper {
             tracing::warn!(error = %io::Error::last_os_error(), "cannot become a child subreaper; orphaned grandchildren will be reaped by init");
         }
         let journal = Journal::open(journal_path)?;
-        let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+        let sigchld = sigchld_fd()?;
+        // SAFETY: eventfd with constant flags; the result is checked.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if wake < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(wake) });
         let (tx, rx) = mpsc::channel();
+        let thread_wake = wake.clone();
         std::thread::Builder::new()
             .name("ward-proc".into())
             .spawn(move || {
@@ -137,33 +146,30 @@ impl Reaper {
                     journal,
                     waiting: HashMap::new(),
                 }
-                .run(rx)
+                .run(rx, &sigchld, &thread_wake)
             })?;
-        let reap_tx = tx.clone();
-        tokio::spawn(async move {
-            while sigchld.recv().await.is_some() {
-                if reap_tx.send(Msg::Reap).is_err() {
-                    break;
-                }
-            }
-        });
-        // Children may have exited before the listener existed (not ours yet, but be safe).
-        let _ = tx.send(Msg::Reap);
-        Ok(Reaper { tx })
+        Ok(Reaper { tx, wake })
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), SpawnError> {
+        self.tx.send(msg).map_err(|_| SpawnError::Gone)?;
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an 8-byte write to our eventfd; a full counter (EAGAIN)
+        // still leaves the thread woken.
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        Ok(())
     }
 
     /// Start a child in its own session and process group.
     pub async fn spawn(&self, req: SpawnRequest) -> Result<Spawned, SpawnError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Spawn(Box::new(req), reply))
-            .map_err(|_| SpawnError::Gone)?;
+        self.send(Msg::Spawn(Box::new(req), reply))?;
         rx.await.map_err(|_| SpawnError::Gone)?
     }
 
     /// The process group `pgid` is known to be empty: forget its record.
     pub fn release(&self, pgid: i32) {
-        let _ = self.tx.send(Msg::Release(pgid));
+        let _ = self.send(Msg::Release(pgid));
     }
 }
 
@@ -242,15 +248,44 @@ impl Journal {
 }
 
 impl ProcessThread {
-    fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        while let Ok(msg) = rx.recv() {
-            match msg {
-                Msg::Spawn(req, reply) => {
-                    let result = self.spawn(*req);
-                    let _ = reply.send(result);
+    /// Wait on SIGCHLD (a signalfd) and on messages (an eventfd) together, so
+    /// an exit is reaped by this thread directly, with no other thread in
+    /// between. A poll timeout reaps anyway now and then, should a SIGCHLD
+    /// ever be consumed elsewhere.
+    fn run(mut self, rx: mpsc::Receiver<Msg>, sigchld: &OwnedFd, wake: &OwnedFd) {
+        // Children may have exited before the signalfd existed.
+        self.reap();
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: sigchld.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: poll on two valid descriptors in a local array.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, SAFETY_REAP_MS) };
+            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %io::Error::last_os_error(), "the process thread cannot poll");
+            }
+            drain(sigchld, std::mem::size_of::<libc::signalfd_siginfo>());
+            self.reap();
+            drain(wake, 8);
+            loop {
+                match rx.try_recv() {
+                    Ok(Msg::Spawn(req, reply)) => {
+                        let result = self.spawn(*req);
+                        let _ = reply.send(result);
+                    }
+                    Ok(Msg::Release(pgid)) => self.journal.remove(pgid),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
                 }
-                Msg::Reap => self.reap(),
-                Msg::Release(pgid) => self.journal.remove(pgid),
             }
         }
     }
@@ -311,6 +346,46 @@ impl ProcessThread {
             }
         }
     }
+}
+
+/// The process thread reaps at least this often, SIGCHLD or not.
+const SAFETY_REAP_MS: libc::c_int = 1000;
+
+/// Block SIGCHLD in the calling thread (and so in every thread it starts
+/// afterwards): it is received through a signalfd by the process thread
+/// only. Call first thing, before any thread exists. Children get an empty
+/// mask (`spawn.rs`, and std's `Command`).
+pub fn block_sigchld() {
+    // SAFETY: a local, initialised signal set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// A non-blocking signalfd for SIGCHLD (which `block_sigchld` blocked).
+fn sigchld_fd() -> io::Result<OwnedFd> {
+    // SAFETY: a local, initialised signal set; the result is checked.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Read a non-blocking descriptor until it is empty.
+fn drain(fd: &OwnedFd, record: usize) {
+    let mut buf = [0u8; 512];
+    let len = buf.len() - buf.len() % record;
+    // SAFETY: reads into a local buffer of `len` bytes.
+    while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), len) } > 0 {}
 }
 
 /// Kill what a previous ward (SIGKILLed, so it could not clean up) left running.
