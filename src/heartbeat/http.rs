@@ -35,8 +35,9 @@ use crate::supervisor::Supervisor;
 /// How much of a ping's body is kept (its end: where errors usually are).
 pub const PING_EXCERPT: usize = 1024;
 
-/// Listen on `addr` and serve until the task is dropped. A bind failure is
-/// logged once; ward goes on supervising without the endpoint.
+/// Listen on `addr` and serve until the task is dropped, within the limits
+/// of `listener.rs`. A bind failure is logged once; ward goes on
+/// supervising without the endpoint.
 pub async fn serve(addr: SocketAddr, sup: Arc<Supervisor>) {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -49,10 +50,15 @@ pub async fn serve(addr: SocketAddr, sup: Arc<Supervisor>) {
             return;
         }
     };
-    tracing::info!(%addr, "heartbeat HTTP endpoint listening");
-    if let Err(e) = axum::serve(listener, router(sup)).await {
-        tracing::error!(error = %e, "the heartbeat HTTP endpoint stopped");
-    }
+    let limits = super::listener::Limits::from_process();
+    tracing::info!(
+        %addr,
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header,
+        idle_timeout = ?limits.idle,
+        "heartbeat HTTP endpoint listening"
+    );
+    super::listener::run(listener, router(sup), limits).await;
 }
 
 /// The routes, over `sup`.

@@ -13,6 +13,7 @@
 pub mod due;
 pub mod external;
 pub mod http;
+pub mod listener;
 pub mod notify;
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Fault injection: the real `ward` binary under faults (SIGKILL of ward, a
 //! crash loop, process trees that misbehave, a flood of output, orphans,
 //! bad input at the control socket, SIGKILL while the status-table writer
-//! is mid-batch, 10,000 heartbeat connections) plus property tests of the
+//! is mid-batch, a flood of heartbeat connections past their cap) plus property tests of the
 //! parsers.
 //! Every case asserts an outcome; docs/FAULTS.md lists them.
 //!

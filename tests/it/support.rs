@@ -222,6 +222,11 @@ impl TestEnv {
 
     /// Start `ward up -c FILE` in the foreground and wait until it answers.
     pub fn up(&self) {
+        self.up_env(&[]);
+    }
+
+    /// [`TestEnv::up`] with extra environment variables for the daemon.
+    pub fn up_env(&self, env: &[(&str, &str)]) {
         let n = {
             let mut ups = self.ups.borrow_mut();
             *ups += 1;
@@ -232,7 +237,10 @@ impl TestEnv {
         let stderr =
             File::create(self.root.join(format!("daemon-{n}.stderr"))).expect("daemon stderr");
         let mut cmd = self.command(&["up"]);
-        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        cmd.envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
         self.commands
             .borrow_mut()
             .push(format!("{cmd:?} (daemon #{n})"));
