@@ -415,7 +415,8 @@ mod tests {
             match nix::unistd::read(read_end.as_raw_fd(), &mut b) {
                 Ok(0) => break,
                 Err(nix::errno::Errno::EAGAIN) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await // poll interval of the deadline loop
+                    let poll = std::time::Duration::from_millis(1);
+                    tokio::time::sleep(poll).await; // poll interval of the deadline loop
                 }
                 other => panic!("the barrier's descriptor was not closed: {other:?}"),
             }
