@@ -30,7 +30,8 @@ pub struct Now {
 }
 
 /// What a job says about one of its runs (`ward run`, `/ping/...`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RunReport {
     Started,
     Succeeded,

@@ -415,8 +415,8 @@ mod tests {
             match nix::unistd::read(read_end.as_raw_fd(), &mut b) {
                 Ok(0) => break,
                 Err(nix::errno::Errno::EAGAIN) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await
-                    // poll interval of the deadline loop
+                    let poll = std::time::Duration::from_millis(1);
+                    tokio::time::sleep(poll).await; // poll interval of the deadline loop
                 }
                 other => panic!("the barrier's descriptor was not closed: {other:?}"),
             }
@@ -424,9 +424,16 @@ mod tests {
         client.send_to(&vec![b'x'; MAX_BEAT + 10], &path).unwrap();
         assert_eq!(rx.recv().await.unwrap(), Err(DatagramError::Truncated));
         // A flood is merged: every counter increment arrives, in fewer beats.
-        for _ in 0..200 {
-            client.send_to(b"X_WARD_JOBS=+1", &path).unwrap();
-        }
+        // Sent from another thread: the receiver waits for room in `rx`, so
+        // a full socket blocks `send_to` until this test drains `rx` below.
+        let flood = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                for _ in 0..200 {
+                    client.send_to(b"X_WARD_JOBS=+1", &path).unwrap();
+                }
+            }
+        });
         let mut jobs = 0;
         let mut beats = 0;
         while jobs < 200 {
@@ -438,6 +445,7 @@ mod tests {
         }
         assert_eq!(jobs, 200);
         assert!(beats <= 200);
+        flood.join().unwrap();
         task.abort();
     }
 }

@@ -18,7 +18,7 @@ use tokio::time::sleep_until;
 
 use super::state::{after_exit, AfterExit, Phase, RunEnd};
 use super::{
-    constant_time_eq, BeatAuth, BeatGate, BeatMsg, BeatRefused, Context, LastExit, Outcome,
+    constant_time_eq, BeatAuth, BeatGate, BeatMsg, BeatRefused, Context, Kind, LastExit, Outcome,
     Request, Snapshot, Transition,
 };
 use crate::backoff::Jitter;
@@ -478,7 +478,7 @@ impl Actor {
         tracing::error!(error = %msg, "cannot start");
         self.snap.message = Some(msg.clone());
         self.fail_start_waiters(&msg);
-        self.decide(RunEnd::SpawnFailed, Duration::ZERO, Some(msg));
+        self.decide(RunEnd::SpawnFailed, Duration::ZERO, Some(msg), None);
     }
 
     fn begin_stop(&mut self, why: &str) {
@@ -598,20 +598,15 @@ impl Actor {
             return;
         }
         self.live.level = Some(level);
-        let name = |l: Liveness| match l {
-            Liveness::Fresh => "healthy",
-            Liveness::Stale => "stale",
-            Liveness::Hung => "hung",
-        };
+        let (from, to) = (liveness_health(before), liveness_health(level));
         let detail = match level {
             Liveness::Fresh => "heartbeat recovered".to_string(),
-            _ => format!("heartbeat {}: no beat for {}", name(level), human(silent)),
+            _ => format!("heartbeat {}: no beat for {}", to.as_str(), human(silent)),
         };
-        self.record(format!(
-            "health: {} -> {}; {detail}",
-            name(before),
-            name(level)
-        ));
+        self.record(
+            Kind::Health { from, to },
+            format!("health: {} -> {}; {detail}", from.as_str(), to.as_str()),
+        );
         if level == Liveness::Hung {
             match hb.on_hung {
                 OnHung::Restart => {
@@ -645,11 +640,13 @@ impl Actor {
         let why = job.why_late().unwrap_or_default();
         tracing::warn!("late: {why}");
         let after = self.health();
-        self.record(format!(
-            "health: {} -> {}; {why}",
-            before.as_str(),
-            after.as_str()
-        ));
+        self.record(
+            Kind::Health {
+                from: before,
+                to: after,
+            },
+            format!("health: {} -> {}; {why}", before.as_str(), after.as_str()),
+        );
     }
 
     /// A run of the job started or finished; a finished one ends lateness.
@@ -669,12 +666,18 @@ impl Actor {
                 "failed"
             };
             let late_for = Duration::from_millis(now.wall_ms.saturating_sub(since));
-            self.record(format!(
-                "health: {} -> {}; on time again: a run {how}, {} after it turned late",
-                before.as_str(),
-                after.as_str(),
-                human(late_for)
-            ));
+            self.record(
+                Kind::Health {
+                    from: before,
+                    to: after,
+                },
+                format!(
+                    "health: {} -> {}; on time again: a run {how}, {} after it turned late",
+                    before.as_str(),
+                    after.as_str(),
+                    human(late_for)
+                ),
+            );
         } else if after != self.snap.health {
             self.publish();
         }
@@ -723,7 +726,11 @@ impl Actor {
         let was_circuit = self.snap.heartbeat.circuit_breaker_open;
         self.snap.heartbeat.apply(&beat, now_ms());
         if let Some(detail) = &beat.record {
-            self.record(detail.clone());
+            let kind = match beat.run {
+                Some(run) => Kind::Job { run },
+                None => Kind::Note,
+            };
+            self.record(kind, detail.clone());
         }
         if let Some(report) = beat.run {
             self.job_run(report);
@@ -756,19 +763,26 @@ impl Actor {
             }
         }
         if self.snap.heartbeat.circuit_breaker_open != was_circuit {
-            let state = if self.snap.heartbeat.circuit_breaker_open {
-                "open"
-            } else {
-                "closed"
-            };
-            self.record(format!("circuit breaker {state} (reported by the worker)"));
+            let open = self.snap.heartbeat.circuit_breaker_open;
+            let state = if open { "open" } else { "closed" };
+            self.record(
+                Kind::Circuit { open },
+                format!("circuit breaker {state} (reported by the worker)"),
+            );
         }
         if self.live.level.is_some_and(|l| l != Liveness::Fresh) && self.phase() == Phase::Running {
             self.check_liveness();
         }
         if beat.trigger && self.phase() == Phase::Running {
             let hb = self.inst.program.heartbeat;
-            self.record("health: hung (WATCHDOG=trigger from the worker)".into());
+            let from = liveness_health(self.live.level.unwrap_or(Liveness::Fresh));
+            self.record(
+                Kind::Health {
+                    from,
+                    to: Health::Hung,
+                },
+                "health: hung (WATCHDOG=trigger from the worker)".into(),
+            );
             self.live.level = Some(Liveness::Hung);
             if hb.on_hung == OnHung::Restart {
                 self.force_stop(
@@ -796,8 +810,8 @@ impl Actor {
         self.gate.close();
     }
 
-    /// Keep a non-phase event (health, circuit) in the history.
-    fn record(&mut self, detail: String) {
+    /// Keep a non-phase event (health, circuit, a job's run) in the history.
+    fn record(&mut self, kind: Kind, detail: String) {
         tracing::info!("{detail}");
         let phase = self.phase();
         if self.snap.history.len() == HISTORY {
@@ -807,6 +821,7 @@ impl Actor {
             at_ms: now_ms(),
             from: phase,
             to: phase,
+            kind,
             pid: self.snap.pid,
             exit: None,
             detail: Some(detail),
@@ -915,7 +930,11 @@ impl Actor {
             ran_for_ms: ran_for.as_millis() as u64,
         });
         if stopping {
-            self.transition(Phase::Stopped, Some(format!("stopped ({exit})")), None);
+            self.transition(
+                Phase::Stopped,
+                Some(format!("stopped ({exit})")),
+                Some(child.pid),
+            );
             for w in self.stop_waiters.drain(..) {
                 let _ = w.send(Ok(format!("stopped ({exit})")));
             }
@@ -941,15 +960,16 @@ impl Actor {
             self.fail_start_waiters(&format!("{detail}; see `ward logs {}`", self.inst.id));
         }
         tracing::warn!(%exit, ran_for = ?ran_for, "exited");
-        self.decide(RunEnd::Exited(exit), ran_for, Some(detail));
+        self.decide(RunEnd::Exited(exit), ran_for, Some(detail), Some(child.pid));
         // A zero backoff restarts now, not on the timer's next tick (up to 1 ms later).
         if self.phase() == Phase::Backoff && self.deadline.is_some_and(|d| d <= Instant::now()) {
             self.on_deadline().await;
         }
     }
 
-    /// Apply the restart policy after a run ended on its own.
-    fn decide(&mut self, end: RunEnd, ran_for: Duration, detail: Option<String>) {
+    /// Apply the restart policy after a run ended on its own; `pid` is the
+    /// run's (none when the spawn failed), kept in the transition.
+    fn decide(&mut self, end: RunEnd, ran_for: Duration, detail: Option<String>, pid: Option<i32>) {
         let p = self.inst.program.clone();
         match after_exit(&p, end, ran_for, self.snap.streak, self.jitter.next_unit()) {
             AfterExit::Restart { delay, streak } => {
@@ -962,11 +982,11 @@ impl Actor {
                     detail.unwrap_or_default(),
                     human(delay)
                 );
-                self.transition(Phase::Backoff, Some(why), None);
+                self.transition(Phase::Backoff, Some(why), pid);
             }
             AfterExit::Exited { streak } => {
                 self.snap.streak = streak;
-                self.transition(Phase::Exited, detail, None);
+                self.transition(Phase::Exited, detail, pid);
             }
             AfterExit::Fatal { streak } => {
                 self.snap.streak = streak;
@@ -982,7 +1002,7 @@ impl Actor {
                     why.push_str(&format!("; retrying in {}", human(retry)));
                 }
                 tracing::error!(reason = %why, "fatal");
-                self.transition(Phase::Fatal, Some(why), None);
+                self.transition(Phase::Fatal, Some(why), pid);
             }
         }
     }
@@ -1000,6 +1020,8 @@ impl Actor {
         }
     }
 
+    /// Enter `to` and keep it in the history. `pid` is the process started,
+    /// or the one whose run ended (into backoff, exited, fatal, stopped).
     fn transition(&mut self, to: Phase, detail: Option<String>, pid: Option<i32>) {
         let from = self.phase();
         let exit = if matches!(
@@ -1028,6 +1050,7 @@ impl Actor {
             at_ms,
             from,
             to,
+            kind: Kind::Phase,
             pid,
             exit,
             detail: detail.clone(),
@@ -1042,6 +1065,15 @@ impl Actor {
         if from != to {
             self.ctx.epoch.send_modify(|e| *e = e.wrapping_add(1));
         }
+    }
+}
+
+/// The health a liveness level stands for in a heartbeat health record.
+fn liveness_health(level: Liveness) -> Health {
+    match level {
+        Liveness::Fresh => Health::Healthy,
+        Liveness::Stale => Health::Stale,
+        Liveness::Hung => Health::Hung,
     }
 }
 

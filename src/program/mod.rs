@@ -44,12 +44,39 @@ pub struct LastExit {
     pub ran_for_ms: u64,
 }
 
-/// One kept transition.
+/// What a history entry records, set by the actor where it records it. The
+/// store names `worker_events` rows by this alone, never by `detail` (which
+/// may quote a job's output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Kind {
+    /// A change of phase, `from` -> `to` (the default: what entries without
+    /// a `kind` are read as).
+    #[default]
+    Phase,
+    /// The heartbeat health changed: stale, hung (also `WATCHDOG=trigger`),
+    /// recovered; a job turned late, or is on time again.
+    Health {
+        from: crate::heartbeat::Health,
+        to: crate::heartbeat::Health,
+    },
+    /// The worker reported its circuit breaker open or closed.
+    Circuit { open: bool },
+    /// `ward run` reported a run of the job: started, succeeded or failed.
+    Job { run: crate::heartbeat::RunReport },
+    /// A note an operator's beat asked to keep, about nothing above.
+    Note,
+}
+
+/// One kept transition, or (with `from` = `to`) a record of something else
+/// that happened in that phase; `kind` says which.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
     pub at_ms: u64,
     pub from: Phase,
     pub to: Phase,
+    #[serde(default)]
+    pub kind: Kind,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pid: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -31,7 +31,9 @@ pub enum Phase {
     Exited,
     /// Gave up after `max_restarts` short runs.
     Fatal,
-    /// Only in status reports: the recorded pid is not the process ward started.
+    /// Only in status reports: the recorded pid is not the process ward
+    /// started. No actor is ever in it, so the status tables never get it
+    /// (docs/ARCHITECTURE.md, "Status never lies", says why).
     Unknown,
 }
 

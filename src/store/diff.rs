@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::exit::Exit;
 use crate::heartbeat::external::{ExternalSnapshot, HealthChange};
 use crate::heartbeat::{Health, HeartbeatView};
-use crate::program::{Phase, Snapshot, Transition};
+use crate::program::{Kind, Phase, Snapshot, Transition};
 
 /// A worker row's key within one host: (program, instance index).
 pub type WorkerKey = (String, i64);
@@ -193,10 +193,11 @@ pub fn observe_external(
             program: snap.name.clone(),
             instance: 0,
             name: snap.name.clone(),
-            event: match c.to {
-                Health::Stale => "heartbeat_stale",
-                Health::Hung => "heartbeat_hung",
-                _ => "health",
+            // A record without a change (a job run reported for it) is `health`.
+            event: if c.from == c.to {
+                "health"
+            } else {
+                health_event(c.from, c.to)
             },
             from_state: Some(snap.state.clone()),
             to_state: Some(snap.state.clone()),
@@ -315,6 +316,17 @@ fn exit_parts(exit: Option<Exit>) -> (Option<i64>, Option<i64>) {
     }
 }
 
+/// The event a change of heartbeat health is (the names of docs/SCHEMA.md).
+fn health_event(from: Health, to: Health) -> &'static str {
+    match (from, to) {
+        (_, Health::Late) => "late",
+        (Health::Late, _) => "on_time",
+        (_, Health::Stale) => "heartbeat_stale",
+        (_, Health::Hung) => "heartbeat_hung",
+        _ => "health",
+    }
+}
+
 /// The events one transition stands for (an exit into backoff is two: the
 /// exit and the delay chosen).
 fn events_for(snap: &Snapshot, t: &Transition, is_last: bool, out: &mut Vec<EventRow>) {
@@ -339,23 +351,15 @@ fn events_for(snap: &Snapshot, t: &Transition, is_last: bool, out: &mut Vec<Even
         exit_signal: signal,
         ..base.clone()
     };
-    if t.from == t.to {
-        // A record without a phase change: health changes from heartbeats.
-        let detail = t.detail.as_deref().unwrap_or("");
-        let change = detail.strip_prefix("health: ").map(|d| {
-            let mut sides = d.split(" -> ");
-            let from = sides.next().unwrap_or("");
-            let to = sides.next().unwrap_or("");
-            (from, to.split([';', ' ']).next().unwrap_or(""))
-        });
-        let event = match change {
-            Some((_, "late")) => "late",
-            Some(("late", _)) => "on_time",
-            Some((_, "stale")) => "heartbeat_stale",
-            Some((_, "hung")) => "heartbeat_hung",
-            _ if detail.contains("hung") => "heartbeat_hung",
-            _ => "health",
-        };
+    // Only its kind names a record, never its detail (which may quote a
+    // job's output).
+    let record = match t.kind {
+        Kind::Phase if t.from != t.to => None,
+        Kind::Health { from, to } => Some(health_event(from, to)),
+        // Circuit, a job's run, a note (or a phase entry that changed nothing).
+        _ => Some("health"),
+    };
+    if let Some(event) = record {
         out.push(EventRow { event, ..base });
         return;
     }
@@ -544,6 +548,7 @@ mod tests {
             at_ms,
             from,
             to,
+            kind: Kind::Phase,
             pid,
             exit,
             detail: None,
@@ -653,12 +658,67 @@ mod tests {
             at_ms: 2,
             from: Phase::Running,
             to: Phase::Running,
+            kind: Kind::Health {
+                from: Health::Healthy,
+                to: Health::Stale,
+            },
             pid: Some(5),
             exit: None,
             detail: Some("health: healthy -> stale; no heartbeat for 30s".into()),
         });
         let d = observe(&mut Seen::default(), &s, 3, false);
         assert_eq!(kinds(&d), ["started", "heartbeat_stale"]);
+        assert_eq!(d.events[1].pid, Some(5));
+    }
+
+    /// A record of the same phase, of `kind`, saying `detail`.
+    fn record(s: &mut Snapshot, at_ms: u64, kind: Kind, detail: &str) {
+        s.history.push_back(Transition {
+            at_ms,
+            from: s.state,
+            to: s.state,
+            kind,
+            pid: s.pid,
+            exit: None,
+            detail: Some(detail.into()),
+        });
+    }
+
+    #[test]
+    fn a_jobs_output_never_names_its_event() {
+        use crate::heartbeat::RunReport;
+        let mut s = snap();
+        // What `ward run` records: its detail ends with the output's last line.
+        let lines = [
+            "job exited 0 after 3ms: worker hung up the phone",
+            "job exited 1 after 3ms: health: ready -> stale; cache",
+            "job exited 0 after 3ms: health: late -> healthy; all late orders sent",
+            "job killed by signal 9 after 1s: heartbeat_hung late stale",
+        ];
+        for (i, line) in lines.iter().enumerate() {
+            let run = if i % 2 == 0 {
+                RunReport::Succeeded
+            } else {
+                RunReport::Failed
+            };
+            record(&mut s, i as u64, Kind::Job { run }, line);
+        }
+        record(
+            &mut s,
+            9,
+            Kind::Job {
+                run: RunReport::Started,
+            },
+            "job started (ward run, pid 7): hung",
+        );
+        let mut seen = Seen::default();
+        let d = observe(&mut seen, &s, 10, false);
+        assert_eq!(kinds(&d), ["health"; 5]);
+        assert_eq!(d.events[0].detail.as_deref(), Some(lines[0]));
+        // Words in a circuit or note record do not count either.
+        record(&mut s, 11, Kind::Circuit { open: true }, "hung late stale");
+        record(&mut s, 12, Kind::Note, "health: ready -> hung");
+        assert_eq!(kinds(&observe(&mut seen, &s, 13, false)), ["health"; 2]);
     }
 
     #[test]
@@ -713,34 +773,51 @@ mod tests {
             d.row.and_then(|r| r.message).as_deref(),
             Some("on host app-1")
         );
+        // A record that changes no health (a job run reported for it) is
+        // `health`, whatever the health it happened in.
+        x.history.push_back(change(10, Health::Hung, Health::Hung));
+        assert_eq!(
+            kinds(&observe_external(&mut seen, &x, 11, false)),
+            ["health"]
+        );
     }
 
     #[test]
     fn a_late_job_and_its_return_are_events() {
+        use crate::heartbeat::RunReport;
+        use Health as H;
         let mut s = snap();
-        for (at_ms, detail) in [
+        let health = |from, to| Kind::Health { from, to };
+        for (at_ms, kind) in [
+            (1, health(H::Ready, H::Late)),
             (
-                1,
-                "health: ready -> late; late: no finished run for 1s (period 500ms + grace 500ms)",
+                2,
+                Kind::Job {
+                    run: RunReport::Succeeded,
+                },
             ),
-            (2, "job exited 0 after 3ms"),
-            (
-                3,
-                "health: late -> healthy; on time again: a run succeeded (was late: ...)",
-            ),
-            (4, "health: healthy -> hung; no beat for 1s"),
+            (3, health(H::Late, H::Healthy)),
+            (4, health(H::Healthy, H::Hung)),
+            (5, health(H::Hung, H::Healthy)),
+            (6, health(H::Healthy, H::CircuitOpen)),
+            (7, health(H::Late, H::Crashed)),
         ] {
-            s.history.push_back(Transition {
-                at_ms,
-                from: Phase::Stopped,
-                to: Phase::Stopped,
-                pid: None,
-                exit: None,
-                detail: Some(detail.into()),
-            });
+            // The detail says nothing: the kind alone decides.
+            record(&mut s, at_ms, kind, "");
         }
-        let d = observe(&mut Seen::default(), &s, 5, false);
-        assert_eq!(kinds(&d), ["late", "health", "on_time", "heartbeat_hung"]);
+        let d = observe(&mut Seen::default(), &s, 8, false);
+        assert_eq!(
+            kinds(&d),
+            [
+                "late",
+                "health",
+                "on_time",
+                "heartbeat_hung",
+                "health",
+                "health",
+                "on_time"
+            ]
+        );
     }
 
     #[test]

@@ -169,6 +169,43 @@ fn a_ward_run_job_goes_late_without_a_run_and_comes_back_with_the_next() {
     );
 }
 
+/// docs/SCHEMA.md: the event is chosen by what happened, never by the words
+/// in `detail`; a run whose output says `hung`, `stale` or `late` is a
+/// `health` event.
+#[test]
+fn a_jobs_output_never_decides_its_event() {
+    // Never due during the test: only the runs make events.
+    let env = TestEnv::with_config(&job(3_600_000, 60_000));
+    env.up();
+    for script in [
+        "echo 'queue stale'; echo 'the worker hung, orders late'",
+        "echo 'health: ready -> hung; stale'; exit 3",
+    ] {
+        let out = env.ward(&["run", "nightly", "--", "sh", "-c", script]);
+        env.check(out.code().is_some(), format!("{out}"));
+    }
+    let last = wait_event(&env, "nightly", "health", 4);
+    let evs = events(&env, "nightly");
+    let kinds: Vec<&str> = evs.iter().filter_map(|e| e["event"].as_str()).collect();
+    env.check(
+        kinds == ["health"; 4],
+        format!("two runs, a start and a finish each: {kinds:?}\n{evs:?}"),
+    );
+    let detail = last["detail"].as_str().unwrap_or("");
+    env.check(
+        detail.starts_with("job exited 3 after ")
+            && detail.ends_with(": health: ready -> hung; stale"),
+        format!("the failed run's event quotes its output: {last}"),
+    );
+    let finished = &evs[1];
+    env.check(
+        finished["detail"]
+            .as_str()
+            .is_some_and(|d| d.ends_with(": the worker hung, orders late")),
+        format!("the first run's finish: {finished}"),
+    );
+}
+
 #[test]
 fn pings_start_a_run_that_must_finish_within_grace() {
     let (env, port) = with_http(&format!(

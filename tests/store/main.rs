@@ -358,6 +358,27 @@ fn events_are_recorded_and_shown(b: Backend) {
         exited["exit_code"] == 3 && exited["to_state"] == "backoff",
         format!("exited: {exited}"),
     );
+    // The pid of the run that ended is in its exit and its backoff, and a
+    // restart names the new process.
+    let first_pid = evs.first().map(|e| e["pid"].clone()).unwrap_or_default();
+    env.check(
+        first_pid.as_i64().is_some_and(|p| p > 0) && exited["pid"] == first_pid,
+        format!("the first run's pid {first_pid} in its exit: {exited}"),
+    );
+    let backoff = evs
+        .iter()
+        .find(|e| e["event"] == "backoff")
+        .expect("a backoff event");
+    let restarted = evs
+        .iter()
+        .find(|e| e["event"] == "restarted")
+        .expect("a restarted event");
+    env.check(
+        backoff["pid"] == first_pid
+            && restarted["pid"].as_i64().is_some_and(|p| p > 0)
+            && restarted["pid"] != first_pid,
+        format!("backoff {backoff} and restarted {restarted} after pid {first_pid}"),
+    );
     env.check(
         evs.iter()
             .any(|e| e["event"] == "backoff" && e["delay_ms"] == 200),
