@@ -355,19 +355,25 @@ impl Observer {
                 t.seen.metrics = *m;
             }
             let changed = t.rx.has_changed().unwrap_or(false);
-            if !changed && !force {
+            // A refresh with metrics looks at every instance: a steady
+            // process's CPU % and RSS change without a new snapshot (its row
+            // goes out only if its content changed).
+            if !changed && !force && metrics.is_none() {
                 continue;
             }
-            let snap = t.rx.borrow_and_update().clone();
-            let d = diff::observe(&mut t.seen, &snap, now, force);
+            let (d, gap) = {
+                let snap = t.rx.borrow_and_update();
+                let d = diff::observe(&mut t.seen, &snap, now, force);
+                let gap = d.gap.then(|| gap_event(&snap, now));
+                (d, gap)
+            };
             if let Some(row) = d.row {
                 self.local.push_row(row);
             }
-            if d.gap {
+            if let Some(gap) = gap {
                 gaps += 1;
                 self.local.dropped += 1;
-                self.local
-                    .push_event(gap_event(&snap, now), MAX_PENDING_EVENTS);
+                self.local.push_event(gap, MAX_PENDING_EVENTS);
             }
             for e in d.events {
                 self.local.push_event(e, MAX_PENDING_EVENTS);

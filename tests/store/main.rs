@@ -239,6 +239,14 @@ max_restarts = 0
 backoff = { initial = "200ms", max = "200ms", jitter = 0.0 }
 "#;
 
+/// Holds 20 MB (a shell variable) a moment after it runs, then sleeps.
+const GROWER: &str = r#"
+[[program]]
+name = "grower"
+command = "sleep 1.5; x=$(head -c 20000000 /dev/zero | tr '\\0' a); sleep 1000"
+autostart = false
+"#;
+
 const STEADY: &str = r#"
 [[program]]
 name = "steady"
@@ -279,7 +287,7 @@ fn events(env: &TestEnv, args: &[&str]) -> Vec<Value> {
 
 fn rows_follow_state_changes(b: Backend) {
     let env = TestEnv::new();
-    configure(&env, &b, &format!("{STEADY}{CRASHY}"));
+    configure(&env, &b, &format!("{STEADY}{CRASHY}{GROWER}"));
     env.up();
     let pid = env.running_pid("steady");
     env.wait_until("the steady row shows its pid", support::DEADLINE, || {
@@ -298,6 +306,24 @@ fn rows_follow_state_changes(b: Backend) {
         db_worker(&env, "steady")
             .is_some_and(|w| w["rss_bytes"].as_i64() > Some(0) && w["uptime_ms"].as_i64().is_some())
     });
+    // A steady process's metrics follow without a state change: `grower`
+    // holds 20 MB more once running, and its row shows it within a few
+    // refreshes (500 ms), well before the forced rewrite of every row (12).
+    env.ward_ok(&["start", "grower"]);
+    let rss = |w: &Value| w["rss_bytes"].as_i64().unwrap_or(0);
+    env.wait_until("grower holds its 20 MB", support::DEADLINE, || {
+        env.status_json()["programs"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "grower"))
+            .is_some_and(|p| p["rss_bytes"].as_i64() > Some(20_000_000))
+    });
+    let grown = Instant::now();
+    env.wait_until(
+        "the grower's row shows its RSS",
+        Duration::from_secs(4),
+        || db_worker(&env, "grower").is_some_and(|w| rss(&w) > 20_000_000),
+    );
+    eprintln!("RSS change in the table after {:?}", grown.elapsed());
     // A change shows within a second.
     env.ward_ok(&["stop", "steady"]);
     let stopped = Instant::now();
