@@ -320,7 +320,7 @@ fn rows_follow_state_changes(b: Backend) {
     let grown = Instant::now();
     env.wait_until(
         "the grower's row shows its RSS",
-        Duration::from_secs(4),
+        Duration::from_secs(2),
         || db_worker(&env, "grower").is_some_and(|w| rss(&w) > 20_000_000),
     );
     eprintln!("RSS change in the table after {:?}", grown.elapsed());
