@@ -30,6 +30,9 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # In the order they run; `--only` takes a comma-separated subset.
+# Idle CPU is measured over this long: ward's store refresh period, so a
+# window holds one refresh (5 s windows held one or none, by luck).
+IDLE_WINDOW = 10.0
 SCENARIOS = ["idle", "restart", "logs", "crash", "heartbeat", "store", "churn"]
 TOOLS = ["ward", "supervisord", "pm2"]
 TOOL_LABEL = {"ward": "ward", "supervisord": "supervisord", "pm2": "PM2"}
@@ -434,6 +437,21 @@ class Tool:
         self.proc = None
         self.daemon_pid = None
 
+    def timed(self, args, timeout=60):
+        """Wall time (ms) of `args` run to exit, output discarded. Not
+        `subprocess.run(timeout=...)`: with a timeout, Python polls for the
+        exit with sleeps of 1, 2, 4, 8 ms..., so a 4 ms command measured 7-8 ms.
+        A blocking wait, bounded by a timer that kills the command instead."""
+        a = time.perf_counter()
+        p = subprocess.Popen(args, env=dict(self.env), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        guard = threading.Timer(timeout, p.kill)
+        guard.start()
+        p.wait()
+        b = time.perf_counter()
+        guard.cancel()
+        return (b - a) * 1000
+
     def run(self, args, timeout=120, check=False, quiet=True, env=None):
         e = dict(self.env)
         if env:
@@ -760,7 +778,7 @@ class Bench:
                     time.sleep(1.0)  # settle
                     dp = t.daemon_pid
                     c0, w0 = cpu_ns(dp), time.perf_counter()
-                    time.sleep(5.0)
+                    time.sleep(IDLE_WINDOW)
                     c1, w1 = cpu_ns(dp), time.perf_counter()
                     if c0 is not None and c1 is not None:
                         r["cpu"].append((c1 - c0) / 1e9 / (w1 - w0) * 100)
@@ -769,18 +787,14 @@ class Bench:
                         cmd = t.status_cmd()
                         t.run(cmd, timeout=60)  # warm-up
                         for _ in range(cli_runs):
-                            a = time.perf_counter()
-                            t.run(cmd, timeout=60)
-                            r["cli"].append((time.perf_counter() - a) * 1000)
+                            r["cli"].append(t.timed(cmd))
                         if tool == "ward":
                             self.check_ward_status(t, n)
                             # same request, but without finding/parsing the config first
                             sock = f"{t.work}/state/ward.sock"
                             r.setdefault("cli_socket", [])
                             for _ in range(cli_runs):
-                                a = time.perf_counter()
-                                t.run([t.bin, "--socket", sock, "status"], timeout=60)
-                                r["cli_socket"].append((time.perf_counter() - a) * 1000)
+                                r["cli_socket"].append(t.timed([t.bin, "--socket", sock, "status"]))
                     self.finish(t, [IDLE_MARK])
         self.results["idle"] = res
 
@@ -1334,7 +1348,8 @@ def report(b, meta, path):
                  "daemon (ward: `ward up`; supervisord: `supervisord -n`; PM2: `pm2 start ecosystem.json`, which "
                  "also spawns its God daemon) until N such processes exist in /proc. *RSS* is VmRSS of the daemon "
                  "process only (PM2: the God daemon), 1 s after all started. *Idle CPU* is the daemon's CPU time "
-                 "(all threads, /proc/PID/task/*/schedstat) over the next 5 s.\n")
+                 f"(all threads, /proc/PID/task/*/schedstat) over the next {IDLE_WINDOW:.0f} s: one `[store] refresh` "
+                 "period of ward (10 s), so the window holds one sampling of every program's CPU and RSS, as on average.\n")
         rows = []
         for n in sizes:
             for metric, key, unit, dg in [("start", "start", " s", 3), ("RSS", "rss", " MiB", 1),

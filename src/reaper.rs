@@ -250,8 +250,8 @@ impl Journal {
 impl ProcessThread {
     /// Wait on SIGCHLD (a signalfd) and on messages (an eventfd) together, so
     /// an exit is reaped by this thread directly, with no other thread in
-    /// between. A poll timeout reaps anyway now and then, should a SIGCHLD
-    /// ever be consumed elsewhere.
+    /// between. A poll timeout reaps anyway now and then (every 10 s),
+    /// should a SIGCHLD ever be consumed elsewhere.
     fn run(mut self, rx: mpsc::Receiver<Msg>, sigchld: &OwnedFd, wake: &OwnedFd) {
         // Children may have exited before the signalfd existed.
         self.reap();
@@ -273,8 +273,11 @@ impl ProcessThread {
             if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 tracing::error!(error = %io::Error::last_os_error(), "the process thread cannot poll");
             }
-            drain(sigchld, std::mem::size_of::<libc::signalfd_siginfo>());
-            self.reap();
+            // `waitpid(-1)` looks at every child: only after a SIGCHLD (or
+            // the timeout), not after every message.
+            if drain(sigchld, std::mem::size_of::<libc::signalfd_siginfo>()) || n == 0 {
+                self.reap();
+            }
             drain(wake, 8);
             loop {
                 match rx.try_recv() {
@@ -348,8 +351,9 @@ impl ProcessThread {
     }
 }
 
-/// The process thread reaps at least this often, SIGCHLD or not.
-const SAFETY_REAP_MS: libc::c_int = 1000;
+/// The process thread reaps at least this often, SIGCHLD or not (a safety
+/// net: each reap looks at every child, so not too often).
+const SAFETY_REAP_MS: libc::c_int = 10_000;
 
 /// Block SIGCHLD in the calling thread (and so in every thread it starts
 /// afterwards): it is received through a signalfd by the process thread
@@ -380,12 +384,16 @@ fn sigchld_fd() -> io::Result<OwnedFd> {
     }
 }
 
-/// Read a non-blocking descriptor until it is empty.
-fn drain(fd: &OwnedFd, record: usize) {
+/// Read a non-blocking descriptor until it is empty; whether it had anything.
+fn drain(fd: &OwnedFd, record: usize) -> bool {
     let mut buf = [0u8; 512];
     let len = buf.len() - buf.len() % record;
+    let mut any = false;
     // SAFETY: reads into a local buffer of `len` bytes.
-    while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), len) } > 0 {}
+    while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), len) } > 0 {
+        any = true;
+    }
+    any
 }
 
 /// Kill what a previous ward (SIGKILLed, so it could not clean up) left running.

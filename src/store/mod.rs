@@ -351,14 +351,16 @@ impl Observer {
         let now = now_ms();
         let mut gaps = 0;
         for (id, t) in self.tracked.iter_mut() {
+            // A steady process's CPU % and RSS change without a new
+            // snapshot: a refresh looks again at the instances whose metrics
+            // moved (only those: with 1,000 idle programs, most did not).
+            let mut moved = false;
             if let Some(m) = metrics.as_ref().and_then(|m| m.get(id)) {
+                moved = t.seen.metrics != *m;
                 t.seen.metrics = *m;
             }
             let changed = t.rx.has_changed().unwrap_or(false);
-            // A refresh with metrics looks at every instance: a steady
-            // process's CPU % and RSS change without a new snapshot (its row
-            // goes out only if its content changed).
-            if !changed && !force && metrics.is_none() {
+            if !changed && !force && !moved {
                 continue;
             }
             let (d, gap) = {
