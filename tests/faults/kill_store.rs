@@ -218,7 +218,13 @@ fn sigkill_of_ward_mid_batch_leaves_consistent_tables() {
 
     let ward = env.daemon_pid();
     let mut live: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    env.wait_until("every program runs for good", DEADLINE, || {
+    let mut marked: Vec<i32> = Vec::new();
+    let mut pids: Vec<i32> = Vec::new();
+    // No orphan: once every program runs for good, the marked processes are
+    // exactly the live run's children. Polled: a run that started before the
+    // churn file went away is still ending (its shell and `sleep`) for a
+    // moment after the program's next run is up.
+    let mut look = || {
         let s = env.status_json();
         live = s["programs"]
             .as_array()
@@ -231,19 +237,32 @@ fn sigkill_of_ward_mid_batch_leaves_consistent_tables() {
                 (name, (pid, p["restarts"].as_i64().unwrap_or(-1)))
             })
             .collect();
+        marked = processes_with_env(&needle);
+        marked.sort_unstable();
+        pids = live.values().map(|(pid, _)| *pid as i32).collect();
+        pids.sort_unstable();
         live.len() == PROGRAMS
-    });
-    // No orphan: the marked processes are exactly the live run's children.
-    let mut marked = processes_with_env(&needle);
-    marked.sort_unstable();
-    let mut pids: Vec<i32> = live.values().map(|(pid, _)| *pid as i32).collect();
-    pids.sort_unstable();
-    env.check(
-        marked == pids
+            && marked == pids
             && marked
                 .iter()
-                .all(|p| proc_stat(*p).is_some_and(|s| s.ppid == ward)),
-        format!("marked processes {marked:?}, live pids {pids:?}"),
+                .all(|p| proc_stat(*p).is_some_and(|s| s.ppid == ward))
+    };
+    let end = Instant::now() + DEADLINE;
+    let settled = loop {
+        if look() {
+            break true;
+        }
+        if Instant::now() >= end {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20)); // poll interval of the deadline loop
+    };
+    env.check(
+        settled,
+        format!(
+            "{} of {PROGRAMS} running; marked processes {marked:?}, live pids {pids:?}",
+            live.len()
+        ),
     );
     // Every row converges to the live state.
     let end = Instant::now() + DEADLINE;
