@@ -129,6 +129,7 @@ impl Reaper {
             tracing::warn!(error = %io::Error::last_os_error(), "cannot become a child subreaper; orphaned grandchildren will be reaped by init");
         }
         let journal = Journal::open(journal_path)?;
+        let dev_null = fs::File::open("/dev/null")?;
         let sigchld = sigchld_fd()?;
         // SAFETY: eventfd with constant flags; the result is checked.
         let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -145,6 +146,7 @@ impl Reaper {
                 ProcessThread {
                     journal,
                     waiting: HashMap::new(),
+                    dev_null,
                 }
                 .run(rx, &sigchld, &thread_wake)
             })?;
@@ -176,6 +178,8 @@ impl Reaper {
 struct ProcessThread {
     journal: Journal,
     waiting: HashMap<i32, oneshot::Sender<Exit>>,
+    /// Every child's stdin, opened once.
+    dev_null: fs::File,
 }
 
 /// The append-only record of live process groups.
@@ -306,15 +310,11 @@ impl ProcessThread {
                 None => env.push((OsString::from(k), OsString::from(v))),
             }
         }
-        let stdin = fs::File::open("/dev/null").map_err(|source| SpawnError::Exec {
-            program: program.clone(),
-            source,
-        })?;
         let pid = crate::spawn::spawn(&crate::spawn::Spec {
             argv: &req.argv,
             env,
             cwd: &req.cwd,
-            stdin: stdin.as_raw_fd(),
+            stdin: self.dev_null.as_raw_fd(),
             stdout: req.stdout.as_raw_fd(),
             stderr: req.stderr.as_raw_fd(),
             keep: req.ipc.as_ref().map(AsRawFd::as_raw_fd),
@@ -360,27 +360,31 @@ const SAFETY_REAP_MS: libc::c_int = 10_000;
 /// only. Call first thing, before any thread exists. Children get an empty
 /// mask (`spawn.rs`, and std's `Command`).
 pub fn block_sigchld() {
-    // SAFETY: a local, initialised signal set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    let set = sigchld_set();
+    // SAFETY: an initialised signal set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
 /// A non-blocking signalfd for SIGCHLD (which `block_sigchld` blocked).
 fn sigchld_fd() -> io::Result<OwnedFd> {
-    // SAFETY: a local, initialised signal set; the result is checked.
+    let set = sigchld_set();
+    // SAFETY: an initialised signal set; the result is checked.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The signal set holding SIGCHLD alone.
+fn sigchld_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the zeroed set before sigaddset.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
-        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(OwnedFd::from_raw_fd(fd))
+        set
     }
 }
 

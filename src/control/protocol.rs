@@ -283,10 +283,11 @@ pub struct Reply<T = Box<RawValue>> {
 
 impl Reply {
     pub fn data<T: Serialize>(data: &T) -> Reply {
-        let text = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+        // Serialised once, not re-validated (`RawValue::from_string` would
+        // parse the tens of kilobytes of a status reply again).
         Reply {
             ok: true,
-            data: RawValue::from_string(text).ok(),
+            data: serde_json::value::to_raw_value(data).ok(),
             error: None,
             hint: None,
         }
