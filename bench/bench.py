@@ -10,6 +10,7 @@ leaks before they are killed.
 
 import argparse
 import datetime
+import errno
 import glob
 import hashlib
 import http.client
@@ -17,11 +18,13 @@ import json
 import os
 import platform
 import random
+import select
 import shutil
 import signal
 import socket
 import sqlite3
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -176,6 +179,193 @@ def stats(xs):
     s = sorted(xs)
     p90 = s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
     return {"median": statistics.median(s), "min": s[0], "max": s[-1], "p90": p90, "n": len(s)}
+
+
+# ---------------------------------------------------------------- kernel process events
+
+class ProcEvents:
+    """fork, exec and exit events of every process, from the kernel's proc connector.
+
+    A netlink socket (NETLINK_CONNECTOR, multicast group CN_IDX_PROC) to which
+    the kernel sends one message per event, stamped with ktime_get_ns(), i.e.
+    CLOCK_MONOTONIC, the clock of time.monotonic_ns(). The driver sleeps on
+    the socket instead of scanning /proc, so it does not occupy a core while
+    a supervisor restarts a program, and the times are the kernel's, not the
+    moment a poller happened to look. Older kernels let only root subscribe
+    (bind fails with EPERM; recent ones let any user listen), and a
+    container may accept the subscription and send nothing:
+    `open_proc_events()` returns None and the reason when the socket cannot
+    be opened or no event arrives for a test process within 2 s.
+    """
+
+    NETLINK_CONNECTOR = 11
+    CN_IDX_PROC = 1
+    CN_VAL_PROC = 1
+    PROC_CN_MCAST_LISTEN = 1
+    PROC_CN_MCAST_IGNORE = 2
+    NLMSG_DONE = 3  # the connector's message type
+    FORK, EXEC, EXIT = 1, 2, 0x80000000
+    HDR = 16 + 20  # nlmsghdr + cn_msg; then what, cpu, timestamp_ns; event data at +16
+    # An exec'd pid whose argv is not (yet) the marker is read again for up to
+    # 50 ms, every 1 ms, in case the event came before /proc showed the new argv.
+    RECHECK_NS = 50_000_000
+    RECHECK_S = 0.001
+
+    def __init__(self):
+        self.overflows = 0  # ENOBUFS: the kernel dropped events (receive buffer full)
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, self.NETLINK_CONNECTOR)
+        try:
+            # Room for bursts (a parallel build nearby); as root beyond rmem_max.
+            for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+                    break
+                except OSError:
+                    pass
+            self.sock.bind((0, self.CN_IDX_PROC))  # port id chosen by the kernel; EPERM if not allowed
+            self.subscribed = True  # from here on, close() sends IGNORE (best effort)
+            self._control(self.PROC_CN_MCAST_LISTEN)
+            self.sock.setblocking(False)
+            self._self_test()
+        except BaseException:
+            self.close()
+            raise
+
+    def _control(self, op):
+        port = self.sock.getsockname()[0]
+        body = struct.pack("=I", op)
+        cn = struct.pack("=IIIIHH", self.CN_IDX_PROC, self.CN_VAL_PROC, 0, 0, len(body), 0) + body
+        self.sock.sendto(struct.pack("=IHHII", 16 + len(cn), self.NLMSG_DONE, 0, 0, port) + cn, (0, 0))
+
+    def _self_test(self):
+        """Raise unless the exit event of a short-lived child arrives within 2 s."""
+        p = subprocess.Popen(["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        p.wait()
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            select.select([self.sock], [], [], max(0.0, end - time.monotonic()))
+            if any(w == self.EXIT and d[1] == p.pid for w, _, d in self.drain()):
+                return
+        raise OSError(errno.ENODATA, "subscribed, but no event came for a test process within 2 s")
+
+    def close(self):
+        if self.sock is None:
+            return
+        if getattr(self, "subscribed", False):
+            # Unsubscribe explicitly: the kernel counts listeners by LISTEN/IGNORE
+            # messages, not by open sockets, and builds events while the count is > 0.
+            try:
+                self.sock.setblocking(True)
+                self.sock.settimeout(1.0)
+                self._control(self.PROC_CN_MCAST_IGNORE)
+            except OSError:
+                pass
+        self.sock.close()
+        self.sock = None
+
+    def drain(self):
+        """Every event queued now, without blocking: [(what, ts_ns, data)], data
+        (parent_pid, parent_tgid, child_pid, child_tgid) for FORK, (pid, tgid)
+        for EXEC, (pid, tgid, exit_code, exit_signal) for EXIT."""
+        out = []
+        while True:
+            try:
+                d = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return out
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self.overflows += 1
+                    continue
+                raise
+            off = 0
+            while off + 16 <= len(d):
+                ln, typ = struct.unpack_from("=IH", d, off)
+                if ln < 16 or off + ln > len(d):
+                    break
+                if typ == self.NLMSG_DONE and ln >= self.HDR + 16 \
+                        and struct.unpack_from("=II", d, off + 16) == (self.CN_IDX_PROC, self.CN_VAL_PROC):
+                    what, _cpu, ts = struct.unpack_from("=IIQ", d, off + self.HDR)
+                    at = off + self.HDR + 16
+                    if what == self.FORK and ln >= self.HDR + 32:
+                        out.append((what, ts, struct.unpack_from("=iiii", d, at)))
+                    elif what == self.EXEC and ln >= self.HDR + 24:
+                        out.append((what, ts, struct.unpack_from("=ii", d, at)))
+                    elif what == self.EXIT and ln >= self.HDR + 32:
+                        out.append((what, ts, struct.unpack_from("=iiII", d, at)))
+                off += (ln + 3) & ~3
+
+    def wait_replacement(self, mark, victim, a, cap):
+        """After `victim` was SIGKILLed at monotonic ns `a`: sleep on the socket
+        until a process other than the victim execs with argv exactly `mark`
+        (`cap` s at most). Returns None, or a dict of kernel timestamps (ns):
+        exec (of the replacement), exit (of the victim), fork (of the
+        replacement), and seen (monotonic ns when this driver saw it)."""
+        end = a + int(cap * 1e9)
+        events, pending, found = [], {}, None
+        while found is None:
+            now = time.monotonic_ns()
+            if now >= end:
+                break
+            timeout = (end - now) / 1e9
+            if pending:
+                timeout = min(timeout, self.RECHECK_S)
+            select.select([self.sock], [], [], timeout)
+            new = self.drain()
+            events += new
+            now = time.monotonic_ns()
+            for what, ts, d in new:
+                if what == self.EXEC and ts >= a and d[1] != victim:
+                    pending[d[1]] = now + self.RECHECK_NS
+            for pid in list(pending):
+                if is_mark(pid, mark):
+                    found = pid
+                    break
+                if now >= pending[pid] or cmdline(pid) is None:
+                    del pending[pid]
+        seen = time.monotonic_ns()
+        if found is None:
+            return None
+        events += self.drain()  # the rest of this restart's events, if any were still on the way
+        execs = [ts for what, ts, d in events if what == self.EXEC and ts >= a and d[1] == found]
+        exits = [ts for what, ts, d in events if what == self.EXIT and ts >= a and d[0] == victim and d[1] == victim]
+        forks = [ts for what, ts, d in events
+                 if what == self.FORK and ts >= a and d[2] == found and d[3] == found]
+        # the last exec: were there two (a shell exec'ing the program), the program's
+        return {"pid": found, "exec": max(execs), "exit": exits[0] if exits else None,
+                "fork": forks[0] if forks else None, "seen": seen}
+
+
+def open_proc_events():
+    """(ProcEvents, None), or (None, why it could not be used)."""
+    try:
+        return ProcEvents(), None
+    except OSError as e:
+        return None, f"{e.strerror or e} ({errno.errorcode.get(e.errno, e.errno)})"
+
+
+def one_copy(mark, cap=2.0):
+    """Live processes with argv `mark`, polled every 10 ms for up to `cap` s until there is exactly one."""
+    end = time.monotonic() + cap
+    while True:
+        cur = find_marked(mark)
+        if len(cur) == 1 or time.monotonic() >= end:
+            return cur
+        time.sleep(0.01)
+
+
+def scan_for_replacement(mark, victim, known, a, cap):
+    """The busy /proc scan of earlier reports: loop over /proc without pausing
+    until a pid not in `known` has argv `mark`; True if found within `cap` s
+    of perf_counter() `a`."""
+    while time.perf_counter() - a < cap:
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                ip = int(p)
+                if ip not in known and ip != victim and is_mark(ip, mark):
+                    return True
+    return False
 
 
 # ---------------------------------------------------------------- heartbeat and churn helpers
@@ -354,13 +544,18 @@ class Heartbeats:
         return s_ms, t_ms
 
 
-def churn_loop(ward_pid, rate, dur):
+def churn_loop(ward_pid, rate, dur, ev):
     """For `dur` s: SIGKILL `rate` churn programs a second (random ones, from a
-    /proc scan refreshed every second), and kill the victim and time
-    its restart (a tight /proc scan, as in scenario 2), 0.3 s after the last. Returns (kills,
-    latencies in ms, victims not restarted within 10 s, ward CPU %)."""
+    /proc scan refreshed every second), and kill the victim and time its
+    restart, 0.3 s after the last. With `ev` (ProcEvents) the victim's restart
+    is timed as in scenario 2, kill → exec of the replacement by the kernel's
+    timestamps, the driver sleeping on the socket meanwhile (10 s at most);
+    without, by the busy /proc scan of earlier reports. Returns (kills, victim
+    figures in ms: {"exec", "exit", "fork"} (kill → exec, kill → exit, exit → fork;
+    only "exec" without `ev`), victims not restarted within 10 s, ward CPU %)."""
     rng = random.Random(987652)
-    kills, lat, missed = 0, [], 0
+    kills, missed = 0, 0
+    vic = {"exec": [], "exit": [], "fork": []}
     c0 = cpu_ticks_s(ward_pid)
     start = time.perf_counter()
     pool, scanned = [], -1.0
@@ -384,23 +579,31 @@ def churn_loop(ward_pid, rate, dur):
             next_victim = now + 0.3
             cur = find_marked(VICTIM_MARK)
             if len(cur) == 1:
-                known = set(pids())
-                a = time.perf_counter()
-                os.kill(cur[0], signal.SIGKILL)
-                found = False
-                while time.perf_counter() - a < 10 and not found:
-                    for p in os.listdir("/proc"):
-                        if p.isdigit() and int(p) not in known and is_mark(int(p), VICTIM_MARK):
-                            found = True
-                            break
-                if found:
-                    lat.append((time.perf_counter() - a) * 1000)
+                if ev is not None:
+                    ev.drain()  # events since the last sample: not this one's
+                    a = time.monotonic_ns()
+                    os.kill(cur[0], signal.SIGKILL)
+                    got = ev.wait_replacement(VICTIM_MARK, cur[0], a, 10)
+                    if got:
+                        vic["exec"].append((got["exec"] - a) / 1e6)
+                        if got["exit"] is not None:
+                            vic["exit"].append((got["exit"] - a) / 1e6)
+                            if got["fork"] is not None:
+                                vic["fork"].append((got["fork"] - got["exit"]) / 1e6)
+                    else:
+                        missed += 1
                 else:
-                    missed += 1
+                    known = set(pids())
+                    a = time.perf_counter()
+                    os.kill(cur[0], signal.SIGKILL)
+                    if scan_for_replacement(VICTIM_MARK, cur[0], known, a, 10):
+                        vic["exec"].append((time.perf_counter() - a) * 1000)
+                    else:
+                        missed += 1
         time.sleep(0.005)
     c1 = cpu_ticks_s(ward_pid)
     cpu = (c1 - c0) / (time.perf_counter() - start) * 100 if c0 is not None and c1 is not None else None
-    return kills, lat, missed, cpu
+    return kills, vic, missed, cpu
 
 
 def table_catches_up(t, n, cap):
@@ -679,6 +882,8 @@ class Bench:
         self.results = {}
         self.seq = 0
         self.pm2_rot_home = None
+        self.ev = None  # the ProcEvents socket while a scenario uses it
+        self.ev_why = None  # why the proc connector could not be used (noted once)
 
     def tool(self, name, home=None):
         self.seq += 1
@@ -718,7 +923,30 @@ class Bench:
         if t in self.active:
             self.active.remove(t)
 
+    def open_events(self):
+        """The proc connector, or None after noting (once) why it cannot be used."""
+        if self.ev_why is not None:
+            return None
+        ev, why = open_proc_events()
+        if ev is None:
+            self.ev_why = why
+            note(f"the kernel's process events (proc connector) could not be used: {why}; restart latency "
+                 f"(scenarios 2 and 8) is timed by the busy /proc scan only, kernel-timed figures are unavailable")
+        self.ev = ev
+        return ev
+
+    def close_events(self):
+        if self.ev is not None:
+            if self.ev.overflows:
+                note(f"proc connector: {self.ev.overflows} receive-buffer overflow(s) (events dropped "
+                     f"by the kernel; samples missing an exit or fork event have no breakdown)")
+            self.ev.close()
+            self.ev = None
+
     def cleanup(self):
+        if self.ev is not None:
+            self.ev.close()
+            self.ev = None
         for t in list(self.active):
             try:
                 if t.name == "pm2":
@@ -814,6 +1042,10 @@ class Bench:
     # ------------------------------------------------------------ scenario 2
 
     def restart(self):
+        """Per tool, two rounds of `samples` kills of the one child: first timed
+        by the kernel's process events (kill → exec of the replacement, with
+        kill → exit and exit → fork), then by the busy /proc scan of earlier
+        reports (kill → the replacement seen in /proc)."""
         samples = 10 if self.args.quick else 20
         res = {}
         for tool in TOOLS:
@@ -827,39 +1059,60 @@ class Bench:
             if tool == "pm2":
                 t.find_daemon()
                 t.cli.wait(timeout=30)
-            lat, missed = [], 0
+            r = res[tool] = {"exec": [], "exit": [], "fork": [], "seen": [], "missed": 0,
+                             "kernel": False, "scan": [], "scan_missed": 0}
             time.sleep(1.2)
+            ev = self.open_events()
+            if ev is not None:
+                r["kernel"] = True
+                try:
+                    for i in range(samples):
+                        pid = self.restart_victim(tool, i, "kernel-timed")
+                        if pid is None:
+                            break
+                        ev.drain()  # events since the last sample: not this one's
+                        a = time.monotonic_ns()
+                        os.kill(pid, signal.SIGKILL)
+                        got = ev.wait_replacement(RESTART_MARK, pid, a, 10)
+                        if got:
+                            r["exec"].append((got["exec"] - a) / 1e6)
+                            r["seen"].append((got["seen"] - a) / 1e6)
+                            if got["exit"] is not None:
+                                r["exit"].append((got["exit"] - a) / 1e6)
+                                if got["fork"] is not None:
+                                    r["fork"].append((got["fork"] - got["exit"]) / 1e6)
+                        else:
+                            r["missed"] += 1
+                        time.sleep(0.3)
+                finally:
+                    self.close_events()  # not open during the scan round
             for i in range(samples):
-                cur = find_marked(RESTART_MARK)
-                if len(cur) != 1:
-                    problem(f"{tool}: {len(cur)} copies of the restart victim before sample {i}")
-                    if not cur:
-                        break
-                pid = cur[0]
+                pid = self.restart_victim(tool, i, "busy scan")
+                if pid is None:
+                    break
                 known = set(pids())
                 a = time.perf_counter()
                 os.kill(pid, signal.SIGKILL)
-                found = None
-                while time.perf_counter() - a < 10:
-                    for p in os.listdir("/proc"):
-                        if p.isdigit():
-                            ip = int(p)
-                            if ip not in known and ip != pid and is_mark(ip, RESTART_MARK):
-                                found = ip
-                                break
-                    if found:
-                        break
-                b = time.perf_counter()
-                if found:
-                    lat.append((b - a) * 1000)
+                if scan_for_replacement(RESTART_MARK, pid, known, a, 10):
+                    r["scan"].append((time.perf_counter() - a) * 1000)
                 else:
-                    missed += 1
+                    r["scan_missed"] += 1
                 time.sleep(0.3)
-            if missed:
-                note(f"{TOOL_LABEL[tool]}: {missed}/{samples} kills not followed by a restart within 10 s")
-            res[tool] = {"lat": lat, "missed": missed}
+            for key, label in [("missed", "kernel-timed"), ("scan_missed", "busy scan")]:
+                if r[key]:
+                    note(f"{TOOL_LABEL[tool]}: {r[key]}/{samples} kills ({label}) not followed by a restart within 10 s")
             self.finish(t, [RESTART_MARK])
         self.results["restart"] = res
+
+    def restart_victim(self, tool, i, label):
+        """The one live copy of the restart victim before sample i (waits up to
+        2 s for exactly one); None when there is none."""
+        cur = one_copy(RESTART_MARK)
+        if len(cur) != 1:
+            problem(f"{tool}: {len(cur)} copies of the restart victim before sample {i} ({label})")
+            if not cur:
+                return None
+        return cur[0]
 
     # ------------------------------------------------------------ scenario 4
 
@@ -1217,9 +1470,9 @@ class Bench:
         dur = 8 if q else 15
         rounds = 1 if q else 2
         rate = 10
-        res = {"on": {"lat": [], "cpu": [], "rate": [], "caught_up_ms": [], "missed": 0},
-               "off": {"lat": [], "cpu": [], "rate": [], "caught_up_ms": [], "missed": 0},
-               "n": n, "dur": dur, "rate": rate}
+        res = {m: {"lat": [], "exit": [], "fork": [], "cpu": [], "rate": [], "caught_up_ms": [], "missed": 0}
+               for m in ("on", "off")}
+        res.update({"n": n, "dur": dur, "rate": rate, "kernel": None})
         order = [("on", "off"), ("off", "on")]
         for rnd in range(rounds):
             for mode in order[rnd % 2]:
@@ -1238,8 +1491,16 @@ class Bench:
                     self.finish(t, [CHURN_MARK, VICTIM_MARK])
                     continue
                 time.sleep(1.0)  # settle
-                kills, lat, missed, cpu = churn_loop(t.daemon_pid, rate, dur)
-                r["lat"] += lat
+                ev = self.open_events()
+                try:
+                    kills, vic, missed, cpu = churn_loop(t.daemon_pid, rate, dur, ev)
+                finally:
+                    self.close_events()
+                # kernel-timed only if every round was
+                res["kernel"] = (ev is not None) if res["kernel"] is None else (res["kernel"] and ev is not None)
+                r["lat"] += vic["exec"]
+                r["exit"] += vic["exit"]
+                r["fork"] += vic["fork"]
                 r["missed"] += missed
                 r["cpu"].append(cpu)
                 r["rate"].append(kills / dur)
@@ -1381,23 +1642,67 @@ def report(b, meta, path):
 
     if "restart" in R:
         S = R["restart"]
+        kernel = any(S[t].get("kernel") for t in TOOLS if t in S)
         L.append("## 2. Restart latency after SIGKILL\n")
-        L.append("The child `sleep 987651.RUN` is SIGKILLed; the time is until a new process with that exact argv "
-                 "exists (a tight /proc scan, not the tool's status). Minimum delay each tool allows: ward "
-                 "`restart = \"always\"`, `min_uptime = \"0s\"`, `backoff = { initial = \"0s\", max = \"0s\" }`; "
-                 "supervisord `startsecs=0`, `autorestart=true`; PM2 `restart_delay: 0`, `min_uptime: 0`. "
-                 "0.3 s between kills.\n")
-        st = {t: stats(S[t]["lat"]) for t in TOOLS}
-        rows = [["median", *[fmt_one(st[t], "median") for t in TOOLS], ratio(st["ward"], st["supervisord"]),
-                 ratio(st["ward"], st["pm2"])],
-                ["p90", *[fmt_one(st[t], "p90") for t in TOOLS],
+        L.append("The child `sleep 987651.RUN` is SIGKILLed, and the time is until its replacement runs, "
+                 "measured the same way for every tool (not through the tool's status). Minimum delay each "
+                 "tool allows: ward `restart = \"always\"`, `min_uptime = \"0s\"`, `backoff = { initial = \"0s\", "
+                 "max = \"0s\" }`; supervisord `startsecs=0`, `autorestart=true`; PM2 `restart_delay: 0`, "
+                 "`min_uptime: 0`. 0.3 s between kills; each tool gets two rounds of the same number of kills.\n")
+        L.append("*Kill → exec (kernel-timed)*, the first round and the figure the target is read against: the "
+                 "driver subscribes to the kernel's process events (the proc connector, a netlink socket; "
+                 "older kernels allow it to root only) and sleeps on that socket until a new process execs with exactly the marker argv (for "
+                 "PM2, the exec that follows its fork of node). The time is from just before `kill()` "
+                 "(CLOCK_MONOTONIC) to the kernel's timestamp of that exec (the same clock). The same events give "
+                 "the breakdown: *kill → exit* is the victim's exit event, *exit → fork* the time from it to "
+                 "the fork of the replacement.\n")
+        L.append("*Busy /proc scan (as in earlier reports)*, the second round: the driver scans /proc in a loop "
+                 "without pause until a new process with the marker argv exists, and takes the time when it "
+                 f"sees it. That loop occupies a whole core (of the {os.cpu_count()} here), so the supervisor "
+                 "runs on what is left and its wake-ups can wait for a scheduler tick, and the scan's own period "
+                 "(one pass over /proc) adds to every figure: these measure the measurement as much as the "
+                 "supervisor, and are still shown so that earlier reports stay comparable.\n")
+        if not kernel:
+            L.append("**The kernel's process events could not be used in this run** (see Observations): only the "
+                     "busy-scan figures are available.\n")
+        st = {t: stats(S[t]["exec"]) for t in TOOLS}
+        sx = {t: stats(S[t]["exit"]) for t in TOOLS}
+        sf = {t: stats(S[t]["fork"]) for t in TOOLS}
+        sc = {t: stats(S[t]["scan"]) for t in TOOLS}
+
+        def mm(x):
+            return f"{x['min']:.2f}–{x['max']:.2f} ms" if x else "n/a"
+
+        def count(lat, missed):
+            return f"{len(lat)} (+{missed} missed)" if missed else str(len(lat))
+        rows = [] if not kernel else [
+                ["kill → exec, median", *[fmt_one(st[t], "median") for t in TOOLS],
+                 ratio(st["ward"], st["supervisord"]), ratio(st["ward"], st["pm2"])],
+                ["kill → exec, p90", *[fmt_one(st[t], "p90") for t in TOOLS],
                  rat(st["ward"], st["supervisord"], "p90"), rat(st["ward"], st["pm2"], "p90")],
-                ["min–max", *[f"{st[t]['min']:.2f}–{st[t]['max']:.2f} ms" if st[t] else "n/a" for t in TOOLS], "", ""],
-                ["samples", *[f"{S[t]['missed'] and str(len(S[t]['lat'])) + ' (+' + str(S[t]['missed']) + ' missed)' or len(S[t]['lat'])}" for t in TOOLS], "", ""]]
+                ["kill → exec, min–max", *[mm(st[t]) for t in TOOLS], "", ""],
+                ["kill → exit (victim), median", *[fmt_one(sx[t], "median") for t in TOOLS], "", ""],
+                ["exit → fork (replacement), median", *[fmt_one(sf[t], "median") for t in TOOLS],
+                 ratio(sf["ward"], sf["supervisord"]), ratio(sf["ward"], sf["pm2"])],
+                ["kill → exec, samples", *[count(S[t]["exec"], S[t]["missed"]) if S[t]["kernel"] else "n/a"
+                                           for t in TOOLS], "", ""]]
+        rows += [["busy /proc scan (as in earlier reports): median", *[fmt_one(sc[t], "median") for t in TOOLS],
+                 ratio(sc["ward"], sc["supervisord"]), ratio(sc["ward"], sc["pm2"])],
+                ["busy /proc scan: p90", *[fmt_one(sc[t], "p90") for t in TOOLS],
+                 rat(sc["ward"], sc["supervisord"], "p90"), rat(sc["ward"], sc["pm2"], "p90")],
+                ["busy /proc scan: min–max", *[mm(sc[t]) for t in TOOLS], "", ""],
+                ["busy /proc scan: samples", *[count(S[t]["scan"], S[t]["scan_missed"]) for t in TOOLS], "", ""]]
         L.append(table(["", "ward", "supervisord", "PM2", "ward/supervisord", "ward/PM2"], rows))
         L.append("")
         if st["ward"]:
-            targets.append(("restart latency median < 3 ms", f"{st['ward']['median']:.2f} ms", st["ward"]["median"] < 3))
+            targets.append(("restart latency median < 3 ms",
+                            f"{st['ward']['median']:.2f} ms (kill → exec, kernel-timed; busy scan "
+                            + (f"{sc['ward']['median']:.2f} ms)" if sc["ward"] else "n/a)"),
+                            st["ward"]["median"] < 3))
+        elif sc["ward"]:
+            targets.append(("restart latency median < 3 ms",
+                            f"{sc['ward']['median']:.2f} ms (busy /proc scan; kernel-timed unavailable)",
+                            sc["ward"]["median"] < 3))
 
     if "idle" in R and any(R["idle"].get(f"{t}/100", {}).get("cli") for t in TOOLS):
         I = R["idle"]
@@ -1552,19 +1857,39 @@ def report(b, meta, path):
     if "churn" in R:
         C = R["churn"]
         L.append("## 8. Supervision under churn, with and without the status tables\n")
+        kernel = C.get("kernel")
+        how = ("its restart is timed as in scenario 2, kill → exec of the replacement by the kernel's "
+               "timestamps, the driver sleeping on the proc connector's socket meanwhile (so it does not occupy "
+               "a core); earlier reports timed it with the busy /proc scan, which kept a whole core "
+               "busy, so their figures are not comparable with these. The victim's kill → exit and exit → fork "
+               "medians are the breakdown"
+               if kernel else
+               "its restart is timed with the busy /proc scan of earlier reports (the kernel's process events "
+               "could not be used in this run, see Observations)")
         L.append(f"{C['n']:,} programs (`sleep 987652.RUN`) and one more, the victim (`sleep 987653.RUN`), all at the minimum "
                  f"restart delay. For {C['dur']} s, {C['rate']} random programs a second are SIGKILLed (ward "
                  "restarts each at once: about 4 state changes and 4 events each), and every 0.3 s the victim is "
-                 "SIGKILLed and the time until its new process exists is measured as in scenario 2. *Store on*: "
+                 f"SIGKILLed: {how}. *Store on*: "
                  "the default SQLite status tables; *off*: `[store] enabled = false`. With the store on, *table "
                  "caught up* is the time from the end of the churn until every row's `restarts` equals the live "
                  "count. ward's CPU is its utime+stime over the churn window.\n")
         on, off = C["on"], C["off"]
         lo, lf = stats(on["lat"]), stats(off["lat"])
+        what = "kill → exec" if kernel else "busy /proc scan"
         rows = [
-            ["victim restart latency, median", fmt_one(lo, "median"), fmt_one(lf, "median"), ratio(lo, lf)],
-            ["victim restart latency, p90", fmt_one(lo, "p90"), fmt_one(lf, "p90"), rat(lo, lf, "p90")],
-            ["victim restart latency, min–max", *[f"{s['min']:.2f}–{s['max']:.2f} ms" if s else "n/a" for s in (lo, lf)], ""],
+            [f"victim restart latency ({what}), median", fmt_one(lo, "median"), fmt_one(lf, "median"), ratio(lo, lf)],
+            [f"victim restart latency ({what}), p90", fmt_one(lo, "p90"), fmt_one(lf, "p90"), rat(lo, lf, "p90")],
+            [f"victim restart latency ({what}), min–max",
+             *[f"{s['min']:.2f}–{s['max']:.2f} ms" if s else "n/a" for s in (lo, lf)], ""],
+        ]
+        if kernel:
+            xo, xf = stats(on.get("exit", [])), stats(off.get("exit", []))
+            fo, ff = stats(on.get("fork", [])), stats(off.get("fork", []))
+            rows += [
+                ["victim kill → exit, median", fmt_one(xo, "median"), fmt_one(xf, "median"), ""],
+                ["victim exit → fork, median", fmt_one(fo, "median"), fmt_one(ff, "median"), ratio(fo, ff)],
+            ]
+        rows += [
             ["samples", str(len(on["lat"])), str(len(off["lat"])), ""],
             ["churn kills/s achieved", fmt(stats(on["rate"]), "/s", 1), fmt(stats(off["rate"]), "/s", 1), ""],
             ["ward CPU during the churn", fmt(stats(on["cpu"]), " %", 1), fmt(stats(off["cpu"]), " %", 1),
@@ -1576,7 +1901,7 @@ def report(b, meta, path):
         if lo and lf:
             x = lo["median"] / lf["median"]
             targets.append((f"{C['n']:,} programs churning: restart latency with the store ≤ 1.2× without (median)",
-                            f"{x:.2f}× ({lo['median']:.2f} vs {lf['median']:.2f} ms)", x <= 1.2))
+                            f"{x:.2f}× ({lo['median']:.2f} vs {lf['median']:.2f} ms, {what})", x <= 1.2))
         cu = on["caught_up_ms"]
         if cu:
             targets.append(("under churn, the table matches the live state within 1 s of the last change",
