@@ -123,6 +123,15 @@ pub fn run(config: Config, _lock: Flock<File>, own_log: OwnLogWriter) -> Result<
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+    match crate::spawn::raise_nofile_limit() {
+        Ok(Some((old, new))) => tracing::debug!(
+            from = old,
+            to = new,
+            "raised the open-file limit (programs keep the one ward was started with)"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ward-rt")

@@ -59,7 +59,9 @@ pub struct SpawnRequest {
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: i32,
-    pub start_ticks: u64,
+    /// `None` when `/proc` could not be read (out of descriptors): the
+    /// process cannot be told from a later one with its pid then.
+    pub start_ticks: Option<u64>,
     /// Resolves when the child has been reaped.
     pub exit: oneshot::Receiver<Exit>,
 }
@@ -321,8 +323,9 @@ impl ProcessThread {
             creds: req.creds.as_ref(),
         })
         .map_err(|source| SpawnError::Exec { program, source })?;
-        let start_ticks = procfs::stat(pid).map(|s| s.start_ticks).unwrap_or(0);
-        self.journal.add(pid, start_ticks, &req.label);
+        let start_ticks = procfs::stat(pid).map(|s| s.start_ticks);
+        // 0 never matches: a leftover of unknown start time is not killed.
+        self.journal.add(pid, start_ticks.unwrap_or(0), &req.label);
         let (tx, exit) = oneshot::channel();
         self.waiting.insert(pid, tx);
         Ok(Spawned {

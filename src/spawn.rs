@@ -28,8 +28,43 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::ptr;
+use std::sync::OnceLock;
 
 use crate::reaper::Creds;
+
+/// The open-file limit programs get, `(soft, hard)`: what ward itself was
+/// given, set once ward raised its own soft limit ([`raise_nofile_limit`]).
+static CHILD_NOFILE: OnceLock<(libc::rlim_t, libc::rlim_t)> = OnceLock::new();
+
+/// Raise ward's soft limit on open descriptors to its hard limit, as
+/// systemd expects of services that need many (its default soft limit is
+/// 1,024): each program costs ward two or three descriptors (its log pipes,
+/// its stat file), so 1,000 programs need more than 1,024. Programs still
+/// get the limits ward was started with: some use `select`, which breaks
+/// above 1,024. Returns `(old soft, new soft)` when the limit changed.
+pub fn raise_nofile_limit() -> io::Result<Option<(u64, u64)>> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        return Ok(None);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads `raised`.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let _ = CHILD_NOFILE.set((lim.rlim_cur, lim.rlim_max));
+    Ok(Some((lim.rlim_cur, lim.rlim_max)))
+}
 
 /// What to start.
 pub struct Spec<'a> {
@@ -70,6 +105,8 @@ struct Prepared {
     stderr: RawFd,
     keep: Option<RawFd>,
     ids: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    /// The open-file limit to restore before exec, when ward raised its own.
+    nofile: Option<libc::rlimit>,
     parent: libc::pid_t,
     failed: Step,
     errno: i32,
@@ -120,6 +157,10 @@ pub fn spawn(spec: &Spec) -> io::Result<i32> {
         stderr: spec.stderr,
         keep: spec.keep,
         ids: spec.creds.map(|c| (c.uid, c.gid, c.groups.clone())),
+        nofile: CHILD_NOFILE.get().map(|&(soft, hard)| libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        }),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         failed: Step::None,
@@ -267,6 +308,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::chdir(p.cwd.as_ptr()) < 0 {
             fail(p, Step::Directory);
+        }
+        if let Some(lim) = &p.nofile {
+            // Lowering a soft limit cannot fail; a failure would only leave
+            // the program with more descriptors than it was given.
+            libc::setrlimit(libc::RLIMIT_NOFILE, lim);
         }
         if let Some((uid, gid, groups)) = &p.ids {
             if libc::setgroups(groups.len(), groups.as_ptr()) != 0

@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -19,12 +18,21 @@ use crate::logs::InstanceLogs;
 use crate::procfs;
 use crate::program::{Context, Phase, ProgramHandle, Request};
 
+/// Figures a sample of `/proc` measures, not the actor.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Metrics {
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub log_bytes_dropped: u64,
+}
+
 pub struct Supervisor {
     current: RwLock<Arc<Generation>>,
     ctx: Arc<Context>,
     pub started_at_ms: u64,
     epoch: watch::Sender<u64>,
-    cpu_samples: Mutex<HashMap<i32, (u64, Instant)>>,
+    /// CPU % and RSS sampling, shared by status calls and the store's refresh.
+    sampler: Mutex<procfs::Sampler>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
     /// The status-table writer's health, once `store::spawn` set it.
@@ -119,7 +127,7 @@ impl Supervisor {
             ctx,
             started_at_ms: crate::program::now_ms(),
             epoch,
-            cpu_samples: Mutex::new(HashMap::new()),
+            sampler: Mutex::new(procfs::Sampler::new()),
             reloading: tokio::sync::Mutex::new(()),
             store: std::sync::OnceLock::new(),
         }
@@ -371,11 +379,11 @@ impl Supervisor {
                 x
             })
             .collect();
-        let now = Instant::now();
         let now_ms = crate::program::now_ms();
-        let ticks = procfs::ticks_per_second() as f64;
-        let mut samples = self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner());
-        let mut live = HashSet::new();
+        let mut sampler = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+        if names.is_empty() {
+            sampler.begin_pass();
+        }
         let programs = handles
             .into_iter()
             .map(|h| {
@@ -386,31 +394,18 @@ impl Supervisor {
                 };
                 let (mut cpu_percent, mut rss_bytes) = (None, None);
                 if let (Some(pid), Some(start)) = (snapshot.pid, snapshot.start_ticks) {
-                    match procfs::stat(pid) {
-                        Some(st) if st.start_ticks == start && st.state != 'Z' => {
-                            live.insert(pid);
-                            rss_bytes = Some(st.rss_bytes);
-                            cpu_percent = Some(match samples.insert(pid, (st.cpu_ticks, now)) {
-                                Some((prev, at)) if now.duration_since(at).as_millis() >= 200 => {
-                                    let secs = now.duration_since(at).as_secs_f64();
-                                    (st.cpu_ticks.saturating_sub(prev) as f64 / ticks) / secs
-                                        * 100.0
-                                }
-                                _ => {
-                                    let ran = snapshot
-                                        .started_at_ms
-                                        .map(|s| now_ms.saturating_sub(s))
-                                        .unwrap_or(0);
-                                    if ran == 0 {
-                                        0.0
-                                    } else {
-                                        (st.cpu_ticks as f64 / ticks) / (ran as f64 / 1000.0)
-                                            * 100.0
-                                    }
-                                }
-                            });
+                    let ran_ms = snapshot
+                        .started_at_ms
+                        .map_or(0, |s| now_ms.saturating_sub(s));
+                    match sampler.sample(pid, start, ran_ms) {
+                        Ok(Some(s)) => {
+                            rss_bytes = Some(s.stat.rss_bytes);
+                            cpu_percent = Some(s.cpu_percent);
                         }
-                        _ => {
+                        // `/proc` unreadable (out of descriptors): no figures,
+                        // and no verdict on the process either.
+                        Err(_) => {}
+                        Ok(None) => {
                             // Status never lies: the pid is not the process ward started.
                             snapshot.message = Some(format!(
                                 "pid {pid} is not (or no longer) the process ward started"
@@ -434,8 +429,9 @@ impl Supervisor {
             })
             .collect();
         if names.is_empty() {
-            samples.retain(|pid, _| live.contains(pid));
+            sampler.end_pass();
         }
+        drop(sampler);
         Ok(StatusReport {
             host: config.supervisor.host.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -449,6 +445,37 @@ impl Supervisor {
                 .get()
                 .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone()),
         })
+    }
+
+    /// CPU %, RSS and dropped log bytes of every instance, by instance id:
+    /// what the status tables' refresh needs, without building a report.
+    pub fn metrics(&self) -> HashMap<String, Metrics> {
+        let current = self.current();
+        let now_ms = crate::program::now_ms();
+        let mut sampler = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+        sampler.begin_pass();
+        let out = current
+            .handles
+            .iter()
+            .map(|h| {
+                let (pid, start, started) = h.process();
+                let sample = match (pid, start) {
+                    (Some(pid), Some(start)) => {
+                        let ran_ms = started.map_or(0, |s| now_ms.saturating_sub(s));
+                        sampler.sample(pid, start, ran_ms).ok().flatten()
+                    }
+                    _ => None,
+                };
+                let m = Metrics {
+                    cpu_percent: sample.map(|s| s.cpu_percent),
+                    rss_bytes: sample.map(|s| s.stat.rss_bytes),
+                    log_bytes_dropped: h.logs.bytes_dropped(),
+                };
+                (h.id.clone(), m)
+            })
+            .collect();
+        sampler.end_pass();
+        out
     }
 
     /// Start, stop or restart the named instances; returns when each has

@@ -116,6 +116,16 @@ impl InstanceLogs {
     }
 
     /// Bytes written and dropped over both files, and the latest error.
+    /// Bytes dropped so far on both streams.
+    pub fn bytes_dropped(&self) -> u64 {
+        let err = self
+            .inner
+            .err
+            .as_ref()
+            .map_or(0, |e| lock(e).bytes_dropped());
+        lock(&self.inner.out).bytes_dropped() + err
+    }
+
     pub fn stats(&self) -> LogStats {
         let mut files = vec![lock(&self.inner.out)];
         if let Some(err) = &self.inner.err {

@@ -120,6 +120,10 @@ impl RotatingFile {
         self.stats.clone()
     }
 
+    pub fn bytes_dropped(&self) -> u64 {
+        self.stats.bytes_dropped
+    }
+
     /// When the last error was recorded, to pick the latest of several files.
     pub(crate) fn last_error_at(&self) -> Option<Instant> {
         self.last_error_at

@@ -317,11 +317,11 @@ impl Actor {
         let p = self.inst.program.clone();
         let (out_r, out_w) = match pipe() {
             Ok(p) => p,
-            Err(e) => return self.spawn_failed(format!("cannot create a pipe: {e}")),
+            Err(e) => return self.spawn_failed(pipe_error(e)),
         };
         let (err_r, err_w) = match pipe() {
             Ok(p) => p,
-            Err(e) => return self.spawn_failed(format!("cannot create a pipe: {e}")),
+            Err(e) => return self.spawn_failed(pipe_error(e)),
         };
         self.logs.attach(out_r, Some(err_r));
         let mut env: Vec<(String, String)> = Vec::with_capacity(p.env.len() + 6);
@@ -429,7 +429,7 @@ impl Actor {
                 });
                 self.exit_rx = Some(spawned.exit);
                 self.snap.pid = Some(spawned.pid);
-                self.snap.start_ticks = Some(spawned.start_ticks);
+                self.snap.start_ticks = spawned.start_ticks;
                 self.snap.started_at_ms = Some(now_ms());
                 self.snap.restarts = self.spawns.saturating_sub(1);
                 self.snap.next_start_ms = None;
@@ -1116,8 +1116,21 @@ fn creds(inst: &Instance, is_root: bool) -> Option<Creds> {
     Some(Creds { uid, gid, groups })
 }
 
+/// Descriptors a program's pipes may not take: ward keeps them for its own
+/// work (control connections, the status tables, log rotation, `/proc`), so
+/// that `ward status` still answers when programs have used up the limit.
+const FD_RESERVE: u64 = 64;
+
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    // New descriptors take the lowest free numbers: a number this high means
+    // the table is full below it.
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(u64::MAX, |(soft, _)| soft);
+    if (r.as_raw_fd().max(w.as_raw_fd()) as u64).saturating_add(FD_RESERVE) >= limit {
+        return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+    }
+    Ok((r, w))
 }
 
 fn signal_group(pgid: i32, sig: Signal) {
@@ -1262,5 +1275,21 @@ async fn ipc_listener(fd: OwnedFd, tx: mpsc::Sender<Box<BeatMsg>>, run: u64) {
             auth: BeatAuth::Run(run),
             reply: None,
         }));
+    }
+}
+
+/// Why a log pipe could not be made, with the fix when descriptors ran out.
+fn pipe_error(e: std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => format!(
+            "cannot create a pipe: {e}: ward has used up its open-file limit \
+             (each program takes about three descriptors, and ward keeps {FD_RESERVE} \
+             for itself); raise the hard limit \
+             (`LimitNOFILE=` in the unit, `ulimit -Hn` in the shell that starts ward)"
+        ),
+        Some(libc::ENFILE) => {
+            format!("cannot create a pipe: {e}: the system-wide file table is full (fs.file-max)")
+        }
+        _ => format!("cannot create a pipe: {e}"),
     }
 }

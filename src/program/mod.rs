@@ -369,6 +369,12 @@ impl ProgramHandle {
     }
 
     /// The current state alone.
+    /// The current run's pid, start time (clock ticks) and start (ms).
+    pub fn process(&self) -> (Option<i32>, Option<u64>, Option<u64>) {
+        let b = self.state.borrow();
+        (b.pid, b.start_ticks, b.started_at_ms)
+    }
+
     pub fn phase(&self) -> Phase {
         self.state.borrow().state
     }

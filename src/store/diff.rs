@@ -85,13 +85,8 @@ pub struct EventRow {
     pub detail: Option<String>,
 }
 
-/// Figures only a status call measures (refreshed every `[store] refresh`).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Metrics {
-    pub cpu_percent: Option<f64>,
-    pub rss_bytes: Option<u64>,
-    pub log_bytes_dropped: u64,
-}
+/// Figures only a sample of `/proc` measures (refreshed every `[store] refresh`).
+pub use crate::supervisor::Metrics;
 
 /// What the observer remembers of one instance between two looks.
 #[derive(Debug, Clone, Default)]

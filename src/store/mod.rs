@@ -247,7 +247,7 @@ impl Observer {
                     // changed; every FORCE_EVERY-th refresh rewrites them all
                     // (uptime, updated_at). Liveness is the supervisors row.
                     refreshes = refreshes.wrapping_add(1);
-                    let metrics = self.metrics();
+                    let metrics = self.sup.metrics();
                     self.scan(refreshes % FORCE_EVERY == 0, Some(metrics));
                     self.local.supervisor = Some(self.supervisor_row(None));
                     if last_prune.map_or(true, |t| t.elapsed() >= PRUNE_EVERY) {
@@ -257,25 +257,6 @@ impl Observer {
                 }
             }
             self.send();
-        }
-    }
-
-    /// CPU %, RSS and log drops of every instance, from a status call.
-    fn metrics(&self) -> HashMap<String, diff::Metrics> {
-        match self.sup.status(&[], false) {
-            Ok(report) => report
-                .programs
-                .into_iter()
-                .map(|p| {
-                    let m = diff::Metrics {
-                        cpu_percent: p.cpu_percent,
-                        rss_bytes: p.rss_bytes,
-                        log_bytes_dropped: p.log.bytes_dropped,
-                    };
-                    (p.snapshot.name, m)
-                })
-                .collect(),
-            Err(_) => HashMap::new(),
         }
     }
 

@@ -13,6 +13,7 @@ mod heartbeats;
 mod instances;
 mod late_jobs;
 mod lifecycle;
+mod limits;
 mod logs_capture;
 mod logs_cli;
 mod process_groups;

@@ -227,6 +227,13 @@ impl TestEnv {
 
     /// [`TestEnv::up`] with extra environment variables for the daemon.
     pub fn up_env(&self, env: &[(&str, &str)]) {
+        self.up_with(|cmd| {
+            cmd.envs(env.iter().copied());
+        });
+    }
+
+    /// [`TestEnv::up`] with the daemon's command adjusted by `adjust`.
+    pub fn up_with(&self, adjust: impl FnOnce(&mut Command)) {
         let n = {
             let mut ups = self.ups.borrow_mut();
             *ups += 1;
@@ -237,10 +244,8 @@ impl TestEnv {
         let stderr =
             File::create(self.root.join(format!("daemon-{n}.stderr"))).expect("daemon stderr");
         let mut cmd = self.command(&["up"]);
-        cmd.envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
+        adjust(&mut cmd);
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         self.commands
             .borrow_mut()
             .push(format!("{cmd:?} (daemon #{n})"));
