@@ -198,6 +198,7 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
     }
     tracing::info!(programs = count, socket = %socket_path.display(), config = %sup.config().path.display(), "ward is up");
     let notifier = start_systemd_notify(&sup, epoch_rx);
+    tokio::spawn(trim_after_start(sup.clone(), sup.subscribe_epoch()));
 
     loop {
         tokio::select! {
@@ -284,22 +285,56 @@ fn systemd_summary(sup: &Supervisor) -> String {
     crate::program::state::summary(sup.handles().iter().map(|h| h.phase()))
 }
 
-async fn report_state(n: Arc<Notifier>, sup: Arc<Supervisor>, mut epoch: watch::Receiver<u64>) {
-    let started = |sup: &Supervisor| {
-        sup.handles()
-            .iter()
-            .filter(|h| h.program.autostart)
-            .all(|h| !matches!(h.phase(), Phase::Stopped | Phase::Waiting))
-    };
+/// Whether every autostart program has started (or failed to).
+fn autostart_done(sup: &Supervisor) -> bool {
+    sup.handles()
+        .iter()
+        .filter(|h| h.program.autostart)
+        .all(|h| !matches!(h.phase(), Phase::Stopped | Phase::Waiting))
+}
+
+/// Wait until every autostart program has started, at most `READY_TIMEOUT`:
+/// `Some(true)` when they have, `Some(false)` at the timeout, `None` when
+/// the daemon is going away.
+async fn until_started(sup: &Supervisor, epoch: &mut watch::Receiver<u64>) -> Option<bool> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    while !started(&sup) {
+    while !autostart_done(sup) {
         tokio::select! {
-            changed = epoch.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep_until(deadline) => {
-                tracing::warn!("some programs have not started after {}s; telling systemd that ward is ready anyway", READY_TIMEOUT.as_secs());
-                break;
-            }
+            changed = epoch.changed() => changed.ok()?,
+            _ = tokio::time::sleep_until(deadline) => return Some(false),
         }
+    }
+    Some(true)
+}
+
+/// Start-up (config, migrations, a spawn per program) frees much of what it
+/// allocated, scattered through the heap: once it is over, hand the free
+/// pages back (about 0.2 MiB with 100 programs).
+async fn trim_after_start(sup: Arc<Supervisor>, mut epoch: watch::Receiver<u64>) {
+    if until_started(&sup, &mut epoch).await.is_some() {
+        // The status tables' first write follows the start burst.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        release_free_memory();
+    }
+}
+
+/// Give glibc's free heap pages back to the system (`malloc_trim`).
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of glibc's heap to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+async fn report_state(n: Arc<Notifier>, sup: Arc<Supervisor>, mut epoch: watch::Receiver<u64>) {
+    match until_started(&sup, &mut epoch).await {
+        None => return,
+        Some(true) => {}
+        Some(false) => tracing::warn!(
+            "some programs have not started after {}s; telling systemd that ward is ready anyway",
+            READY_TIMEOUT.as_secs()
+        ),
     }
     let mut last = systemd_summary(&sup);
     n.notify(&format!("READY=1\nSTATUS={last}"));

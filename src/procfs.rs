@@ -200,15 +200,22 @@ impl Sampler {
 fn parse_stat(text: &str) -> Option<ProcStat> {
     // The command name may contain spaces and parentheses: split after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // f[0] is field 3 (state); field N is f[N - 3].
-    let num = |n: usize| f.get(n - 3).and_then(|s| s.parse::<u64>().ok());
+    // One pass, no allocation: this runs for every process on every sample.
+    // Field 3 (state) is the first after the name; field N is at N - 3.
+    let mut f = rest.split_ascii_whitespace();
+    let state = f.next()?.chars().next()?;
+    let mut num = |skip: usize| f.nth(skip).and_then(|s| s.parse::<u64>().ok());
+    let pgrp = num(1)?; // field 5
+    let utime = num(8)?; // field 14
+    let stime = num(0)?; // field 15
+    let start_ticks = num(6)?; // field 22
+    let rss_pages = num(1)?; // field 24
     Some(ProcStat {
-        state: f.first()?.chars().next()?,
-        pgrp: f.get(5 - 3)?.parse().ok()?,
-        cpu_ticks: num(14)? + num(15)?,
-        start_ticks: num(22)?,
-        rss_bytes: num(24)? * page_size(),
+        state,
+        pgrp: i32::try_from(pgrp).ok()?,
+        cpu_ticks: utime + stime,
+        start_ticks,
+        rss_bytes: rss_pages * page_size(),
     })
 }
 

@@ -235,18 +235,10 @@ impl Drop for Slot {
             trim
         };
         if trim {
-            release_free_memory();
+            // After a burst of connections, glibc keeps their freed buffers
+            // in its heap (fragmented, so the top is rarely free to shrink).
+            crate::daemon::release_free_memory();
         }
-    }
-}
-
-/// After a burst of connections, glibc keeps their freed buffers in its heap
-/// (fragmented, so the top is rarely free to shrink): hand free pages back.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory of glibc's heap to the system.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
