@@ -355,9 +355,11 @@ fn kill_everything(sup: &Supervisor) {
     tracing::warn!("second stop signal: sending SIGKILL to every program's process group");
     for h in &sup.handles() {
         let s = h.snapshot();
-        if let (true, Some(pid)) = (s.state.has_process() || s.state == Phase::Unknown, s.pid) {
+        // The group, not the pid: it outlives the main process while the
+        // rest of the group is stopped.
+        if let (true, Some(pgid)) = (s.state.has_process() || s.state == Phase::Unknown, s.pgid) {
             let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
+                nix::unistd::Pid::from_raw(pgid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }

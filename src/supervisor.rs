@@ -414,7 +414,8 @@ impl Supervisor {
                         }
                     }
                 }
-                let uptime_ms = if snapshot.state.has_process() {
+                // None once the main process exited, while its group is stopped.
+                let uptime_ms = if snapshot.state.has_process() && snapshot.pid.is_some() {
                     snapshot.started_at_ms.map(|s| now_ms.saturating_sub(s))
                 } else {
                     None

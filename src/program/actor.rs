@@ -47,6 +47,7 @@ pub(super) fn initial_snapshot(inst: &Instance) -> Snapshot {
         state: Phase::Stopped,
         pid: None,
         start_ticks: None,
+        pgid: None,
         started_at_ms: None,
         since_ms: now_ms(),
         restarts: 0,
@@ -430,6 +431,7 @@ impl Actor {
                 self.exit_rx = Some(spawned.exit);
                 self.snap.pid = Some(spawned.pid);
                 self.snap.start_ticks = spawned.start_ticks;
+                self.snap.pgid = Some(spawned.pid);
                 self.snap.started_at_ms = Some(now_ms());
                 self.snap.restarts = self.spawns.saturating_sub(1);
                 self.snap.next_start_ms = None;
@@ -907,21 +909,8 @@ impl Actor {
         let ran_for = child.started.elapsed();
         let p = self.inst.program.clone();
         let stopping = self.phase() == Phase::Stopping;
-        // Whatever remains of the group goes too, as systemd does for a unit's cgroup.
-        let (signal, deadline) = if stopping {
-            // The whole group already has the stop signal; keep its deadline.
-            let deadline = if self.killed {
-                Instant::now()
-            } else {
-                self.deadline.unwrap_or_else(Instant::now)
-            };
-            (None, deadline)
-        } else {
-            (Some(p.stop_signal), Instant::now() + p.stop_timeout)
-        };
-        drain_group(child.pid, signal, deadline).await;
-        self.ctx.reaper.release(child.pid);
-        self.deadline = None;
+        // Recorded at once, before the rest of the group is waited for: the
+        // pid is gone, and no snapshot may show it any more.
         self.snap.pid = None;
         self.snap.start_ticks = None;
         self.snap.last_exit = Some(LastExit {
@@ -929,7 +918,29 @@ impl Actor {
             at_ms: now_ms(),
             ran_for_ms: ran_for.as_millis() as u64,
         });
+        // Whatever remains of the group goes too, as systemd does for a
+        // unit's cgroup. An empty group (the usual case) costs one kill(2).
+        let leftovers = group_alive(child.pid);
         if stopping {
+            if leftovers {
+                // The whole group already has the stop signal; keep its deadline.
+                let deadline = if self.killed {
+                    Instant::now()
+                } else {
+                    self.deadline.unwrap_or_else(Instant::now)
+                };
+                let why = format!(
+                    "main process exited ({exit}); waiting for the rest of its process group"
+                );
+                tracing::info!(pgid = child.pid, "{why}");
+                self.snap.message = Some(match self.snap.message.take() {
+                    Some(m) => format!("{m}; {why}"),
+                    None => why,
+                });
+                self.publish();
+                drain_group(child.pid, None, deadline).await;
+            }
+            self.release_group(child.pid);
             self.transition(
                 Phase::Stopped,
                 Some(format!("stopped ({exit})")),
@@ -960,11 +971,36 @@ impl Actor {
             self.fail_start_waiters(&format!("{detail}; see `ward logs {}`", self.inst.id));
         }
         tracing::warn!(%exit, ran_for = ?ran_for, "exited");
+        if leftovers {
+            // `stopping` while they go (systemd's "deactivating"), then the
+            // restart policy as if the group had been empty.
+            let why = format!(
+                "main process exited: {detail}; stopping what is left of its process group \
+                 (sent {}, SIGKILL after {})",
+                p.stop_signal.as_str(),
+                human(p.stop_timeout)
+            );
+            self.transition_exit(Phase::Stopping, Some(why), Some(child.pid), Some(exit));
+            drain_group(
+                child.pid,
+                Some(p.stop_signal),
+                Instant::now() + p.stop_timeout,
+            )
+            .await;
+        }
+        self.release_group(child.pid);
         self.decide(RunEnd::Exited(exit), ran_for, Some(detail), Some(child.pid));
         // A zero backoff restarts now, not on the timer's next tick (up to 1 ms later).
         if self.phase() == Phase::Backoff && self.deadline.is_some_and(|d| d <= Instant::now()) {
             self.on_deadline().await;
         }
+    }
+
+    /// The run's process group is empty (or given up on): forget it.
+    fn release_group(&mut self, pgid: i32) {
+        self.ctx.reaper.release(pgid);
+        self.snap.pgid = None;
+        self.deadline = None;
     }
 
     /// Apply the restart policy after a run ended on its own; `pid` is the
@@ -1021,9 +1057,9 @@ impl Actor {
     }
 
     /// Enter `to` and keep it in the history. `pid` is the process started,
-    /// or the one whose run ended (into backoff, exited, fatal, stopped).
+    /// or the one whose run ended (into backoff, exited, fatal, stopped; and
+    /// stopping, through [`Actor::transition_exit`]).
     fn transition(&mut self, to: Phase, detail: Option<String>, pid: Option<i32>) {
-        let from = self.phase();
         let exit = if matches!(
             to,
             Phase::Backoff | Phase::Exited | Phase::Fatal | Phase::Stopped
@@ -1032,6 +1068,21 @@ impl Actor {
         } else {
             None
         };
+        self.transition_exit(to, detail, pid, exit);
+    }
+
+    /// [`Actor::transition`] with the exit it records given: a transition to
+    /// `stopping` carries one when the main process exited on its own and
+    /// the rest of its group is being stopped (the store names its events by
+    /// that).
+    fn transition_exit(
+        &mut self,
+        to: Phase,
+        detail: Option<String>,
+        pid: Option<i32>,
+        exit: Option<Exit>,
+    ) {
+        let from = self.phase();
         let at_ms = now_ms();
         match (&detail, pid) {
             (Some(d), Some(pid)) => {
@@ -1142,24 +1193,25 @@ fn signal_group(pgid: i32, sig: Signal) {
     }
 }
 
+/// Whether process group `pgid` still has a member (maybe a zombie not
+/// reaped yet); one kill(2) with no signal.
+fn group_alive(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None) != Err(nix::errno::Errno::ESRCH)
+}
+
 /// Wait until the process group `pgid` is empty: send `signal` to it first
 /// (if any), SIGKILL it at `deadline`, and give up `KILL_GRACE` later.
 async fn drain_group(pgid: i32, signal: Option<Signal>, deadline: Instant) {
     let pg = Pid::from_raw(pgid);
-    if killpg(pg, None) == Err(nix::errno::Errno::ESRCH) {
+    if !group_alive(pgid) {
         return;
     }
     if let Some(sig) = signal {
-        tracing::info!(
-            pgid,
-            signal = sig.as_str(),
-            "main process exited; stopping the rest of its process group"
-        );
         signal_group(pgid, sig);
     }
     let mut killed = false;
     loop {
-        if killpg(pg, None) == Err(nix::errno::Errno::ESRCH) {
+        if !group_alive(pgid) {
             return;
         }
         let now = Instant::now();

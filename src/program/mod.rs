@@ -97,6 +97,11 @@ pub struct Snapshot {
     /// `/proc` start time of `pid`, used to check the pid is still ours.
     #[serde(skip)]
     pub start_ticks: Option<u64>,
+    /// The run's process group (its leader was `pid`) until it is empty. It
+    /// outlives `pid` while the rest of the group is stopped after the main
+    /// process exited.
+    #[serde(skip)]
+    pub pgid: Option<i32>,
     /// Unix ms when the current run started.
     pub started_at_ms: Option<u64>,
     /// Unix ms when the current state was entered.

@@ -23,7 +23,9 @@ pub enum Phase {
     Starting,
     /// Up for at least `min_uptime`.
     Running,
-    /// Sent its stop signal; waiting for it (and its group) to exit.
+    /// Sent its stop signal; waiting for it (and its group) to exit. Also
+    /// entered when the main process exited on its own but left processes in
+    /// its group: the exit is recorded (no pid) while they are stopped.
     Stopping,
     /// Exited; will be started again when the backoff delay ends.
     Backoff,

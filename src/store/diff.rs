@@ -72,7 +72,8 @@ pub struct EventRow {
     pub instance: i64,
     pub name: String,
     /// `started`, `restarted`, `running`, `exited`, `backoff`, `fatal`,
-    /// `stopping`, `stopped`, `waiting`, `unknown`, `removed`, `events_dropped`;
+    /// `stopping`, `stopped`, `drained`, `waiting`, `unknown`, `removed`,
+    /// `events_dropped`;
     /// from heartbeats `heartbeat_stale`, `heartbeat_hung`, `late`, `on_time`
     /// and `health`.
     pub event: &'static str,
@@ -251,7 +252,8 @@ pub fn external_row(snap: &ExternalSnapshot, now_ms: u64) -> WorkerRow {
 
 /// The `worker_status` row of a snapshot.
 pub fn row_for(snap: &Snapshot, m: Metrics, now_ms: u64) -> WorkerRow {
-    let live = snap.state.has_process();
+    // Not while the rest of a group is stopped after its main process exited.
+    let live = snap.state.has_process() && snap.pid.is_some();
     let (code, signal) = exit_parts(snap.last_exit.as_ref().map(|e| e.exit));
     WorkerRow {
         program: snap.program.clone(),
@@ -324,6 +326,13 @@ fn health_event(from: Health, to: Health) -> &'static str {
 
 /// The events one transition stands for (an exit into backoff is two: the
 /// exit and the delay chosen).
+///
+/// A main process that exits and leaves members in its process group goes
+/// `running -> stopping` with the exit on the transition (`exited`,
+/// `stopping`), and once the group is empty `stopping -> backoff|exited|fatal`
+/// (`drained`, then `backoff` or `fatal`): the exit is counted once, when it
+/// happened. Only such a drain leaves `stopping` for those states; a stop by
+/// a user ends in `stopped`.
 fn events_for(snap: &Snapshot, t: &Transition, is_last: bool, out: &mut Vec<EventRow>) {
     let (code, signal) = exit_parts(t.exit);
     let base = EventRow {
@@ -358,6 +367,12 @@ fn events_for(snap: &Snapshot, t: &Transition, is_last: bool, out: &mut Vec<Even
         out.push(EventRow { event, ..base });
         return;
     }
+    // Leaving a drain: the exit was recorded when it began.
+    let drain_end = t.from == Phase::Stopping;
+    let drained = |base: &EventRow| EventRow {
+        event: "drained",
+        ..base.clone()
+    };
     match t.to {
         Phase::Running if t.from == Phase::Starting => out.push(EventRow {
             event: "running",
@@ -372,7 +387,9 @@ fn events_for(snap: &Snapshot, t: &Transition, is_last: bool, out: &mut Vec<Even
             out.push(EventRow { event, ..base });
         }
         Phase::Backoff => {
-            if t.from.has_process() {
+            if drain_end {
+                out.push(drained(&base));
+            } else if t.from.has_process() {
                 out.push(exited);
             }
             // The delay is known only while the snapshot still waits for it.
@@ -386,9 +403,12 @@ fn events_for(snap: &Snapshot, t: &Transition, is_last: bool, out: &mut Vec<Even
                 ..base
             });
         }
+        Phase::Exited if drain_end => out.push(drained(&base)),
         Phase::Exited => out.push(exited),
         Phase::Fatal => {
-            if t.from.has_process() {
+            if drain_end {
+                out.push(drained(&base));
+            } else if t.from.has_process() {
                 out.push(exited);
             }
             out.push(EventRow {
@@ -402,10 +422,16 @@ fn events_for(snap: &Snapshot, t: &Transition, is_last: bool, out: &mut Vec<Even
             exit_signal: signal,
             ..base
         }),
-        Phase::Stopping => out.push(EventRow {
-            event: "stopping",
-            ..base
-        }),
+        Phase::Stopping => {
+            // The main process exited on its own and left its group.
+            if t.exit.is_some() {
+                out.push(exited);
+            }
+            out.push(EventRow {
+                event: "stopping",
+                ..base
+            })
+        }
         Phase::Waiting => out.push(EventRow {
             event: "waiting",
             ..base
@@ -520,6 +546,7 @@ mod tests {
             state: Phase::Stopped,
             pid: None,
             start_ticks: None,
+            pgid: None,
             started_at_ms: None,
             since_ms: 1000,
             restarts: 0,
@@ -621,6 +648,66 @@ mod tests {
         );
         push(&mut s, 1009, Phase::Starting, Some(11), None);
         assert_eq!(kinds(&observe(&mut seen, &s, 1010, false)), ["restarted"]);
+    }
+
+    /// The main process exits and leaves its group: the exit is recorded at
+    /// once (no pid, the exit on the row), the drain is `stopping`, and its
+    /// end goes on as a plain exit would, counting the exit once.
+    #[test]
+    fn an_exit_that_leaves_its_group_is_recorded_before_the_drain() {
+        for (to, after) in [
+            (Phase::Backoff, &["drained", "backoff"][..]),
+            (Phase::Exited, &["drained"][..]),
+            (Phase::Fatal, &["drained", "fatal"][..]),
+        ] {
+            let mut s = snap();
+            push(&mut s, 1, Phase::Running, Some(10), None);
+            s.started_at_ms = Some(1);
+            let mut seen = Seen::default();
+            observe(&mut seen, &s, 1, false);
+            s.last_exit = Some(LastExit {
+                exit: Exit::Code(1),
+                at_ms: 5,
+                ran_for_ms: 4,
+            });
+            push(&mut s, 5, Phase::Stopping, Some(10), Some(Exit::Code(1)));
+            s.pid = None;
+            let d = observe(&mut seen, &s, 6, false);
+            assert_eq!(kinds(&d), ["exited", "stopping"]);
+            assert_eq!(
+                (d.events[0].exit_code, d.events[0].pid),
+                (Some(1), Some(10))
+            );
+            assert_eq!(d.events[0].to_state.as_deref(), Some("stopping"));
+            let row = d.row.expect("the exit changes the row");
+            assert_eq!(
+                (
+                    row.state.as_str(),
+                    row.pid,
+                    row.last_exit_code,
+                    row.uptime_ms
+                ),
+                ("stopping", None, Some(1), None)
+            );
+            push(&mut s, 2005, to, Some(10), Some(Exit::Code(1)));
+            if to == Phase::Backoff {
+                s.next_start_ms = Some(2105);
+            }
+            let d = observe(&mut seen, &s, 2005, false);
+            assert_eq!(kinds(&d), after, "stopping -> {}", to.as_str());
+            assert!(d.events.iter().all(|e| e.exit_code.is_none()));
+            if to == Phase::Backoff {
+                assert_eq!(d.events[1].delay_ms, Some(100));
+            }
+        }
+        // A stop by a user is unchanged: stopping, then stopped with the exit.
+        let mut s = snap();
+        push(&mut s, 1, Phase::Running, Some(10), None);
+        push(&mut s, 2, Phase::Stopping, Some(10), None);
+        push(&mut s, 3, Phase::Stopped, Some(10), Some(Exit::Signal(15)));
+        let d = observe(&mut Seen::default(), &s, 4, false);
+        assert_eq!(kinds(&d), ["started", "stopping", "stopped"]);
+        assert_eq!(d.events[2].exit_signal, Some(15));
     }
 
     #[test]
