@@ -448,35 +448,32 @@ impl Supervisor {
         })
     }
 
-    /// CPU %, RSS and dropped log bytes of every instance, by instance id:
-    /// what the status tables' refresh needs, without building a report.
-    pub fn metrics(&self) -> HashMap<String, Metrics> {
+    /// CPU %, RSS and dropped log bytes of every instance, handed to `each`
+    /// with the instance id: what the status tables' refresh needs, without
+    /// building a report (or allocating: it runs for 1,000 programs every
+    /// refresh).
+    pub fn sample_metrics(&self, mut each: impl FnMut(&str, Metrics)) {
         let current = self.current();
         let now_ms = crate::program::now_ms();
         let mut sampler = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
         sampler.begin_pass();
-        let out = current
-            .handles
-            .iter()
-            .map(|h| {
-                let (pid, start, started) = h.process();
-                let sample = match (pid, start) {
-                    (Some(pid), Some(start)) => {
-                        let ran_ms = started.map_or(0, |s| now_ms.saturating_sub(s));
-                        sampler.sample(pid, start, ran_ms).ok().flatten()
-                    }
-                    _ => None,
-                };
-                let m = Metrics {
-                    cpu_percent: sample.map(|s| s.cpu_percent),
-                    rss_bytes: sample.map(|s| s.stat.rss_bytes),
-                    log_bytes_dropped: h.logs.bytes_dropped(),
-                };
-                (h.id.clone(), m)
-            })
-            .collect();
+        for h in &current.handles {
+            let (pid, start, started) = h.process();
+            let sample = match (pid, start) {
+                (Some(pid), Some(start)) => {
+                    let ran_ms = started.map_or(0, |s| now_ms.saturating_sub(s));
+                    sampler.sample(pid, start, ran_ms).ok().flatten()
+                }
+                _ => None,
+            };
+            let m = Metrics {
+                cpu_percent: sample.map(|s| s.cpu_percent),
+                rss_bytes: sample.map(|s| s.stat.rss_bytes),
+                log_bytes_dropped: h.logs.bytes_dropped(),
+            };
+            each(&h.id, m);
+        }
         sampler.end_pass();
-        out
     }
 
     /// Start, stop or restart the named instances; returns when each has

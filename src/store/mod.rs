@@ -25,7 +25,7 @@ pub mod db;
 pub mod diff;
 pub mod heartbeats;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,6 +163,8 @@ impl StoreHandle {
 struct Tracked {
     rx: watch::Receiver<Snapshot>,
     seen: Seen,
+    /// The last sample changed its CPU % or RSS: the next scan looks again.
+    moved: bool,
 }
 
 /// Turns snapshot changes into batches for the writer.
@@ -218,7 +220,7 @@ impl Observer {
         loop {
             tokio::select! {
                 done = &mut stop => {
-                    self.scan(true, None);
+                    self.scan(true);
                     self.local.supervisor = Some(self.supervisor_row(Some(now_ms())));
                     let batch = std::mem::take(&mut self.local);
                     if let Ok(done) = done {
@@ -234,21 +236,21 @@ impl Observer {
                     // within a few ms): one scan for all of it, and no work
                     // competing with the spawn it is part of.
                     tokio::time::sleep(SETTLE).await;
-                    self.scan(false, None);
+                    self.scan(false);
                 }
                 // Heartbeat-only changes do not bump the epoch; this wakes on
                 // any publish (coalesced), and never when nothing happens.
                 _ = changed.notified() => {
                     tokio::time::sleep(SCAN_EVERY).await;
-                    self.scan(false, None);
+                    self.scan(false);
                 }
                 _ = refresh.tick() => {
                     // Metrics every refresh, but rows only when their content
                     // changed; every FORCE_EVERY-th refresh rewrites them all
                     // (uptime, updated_at). Liveness is the supervisors row.
                     refreshes = refreshes.wrapping_add(1);
-                    let metrics = self.sup.metrics();
-                    self.scan(refreshes % FORCE_EVERY == 0, Some(metrics));
+                    self.sample_metrics();
+                    self.scan(refreshes % FORCE_EVERY == 0);
                     self.local.supervisor = Some(self.supervisor_row(None));
                     if last_prune.map_or(true, |t| t.elapsed() >= PRUNE_EVERY) {
                         last_prune = Some(Instant::now());
@@ -298,11 +300,16 @@ impl Observer {
                 Some(mut t) => {
                     // A new actor for the same instance: its history starts afresh.
                     t.seen.new_actor();
-                    Tracked { rx, seen: t.seen }
+                    Tracked {
+                        rx,
+                        seen: t.seen,
+                        moved: false,
+                    }
                 }
                 None => Tracked {
                     rx,
                     seen: Seen::default(),
+                    moved: false,
                 },
             };
             let mut entry = entry;
@@ -326,20 +333,29 @@ impl Observer {
         self.local.current = Some(keys);
     }
 
-    /// Diff the instances whose snapshot changed (all of them when `force`).
-    fn scan(&mut self, force: bool, metrics: Option<HashMap<String, diff::Metrics>>) {
+    /// Sample every instance's CPU %, RSS and dropped log bytes. A steady
+    /// process's figures change without a new snapshot: the next scan looks
+    /// again at the instances whose figures moved (only those: with 1,000
+    /// idle programs, most did not).
+    fn sample_metrics(&mut self) {
+        self.follow_generation();
+        let tracked = &mut self.tracked;
+        self.sup.sample_metrics(|id, m| {
+            if let Some(t) = tracked.get_mut(id) {
+                t.moved |= t.seen.metrics != m;
+                t.seen.metrics = m;
+            }
+        });
+    }
+
+    /// Diff the instances whose snapshot or figures changed (all of them
+    /// when `force`).
+    fn scan(&mut self, force: bool) {
         self.follow_generation();
         let now = now_ms();
         let mut gaps = 0;
-        for (id, t) in self.tracked.iter_mut() {
-            // A steady process's CPU % and RSS change without a new
-            // snapshot: a refresh looks again at the instances whose metrics
-            // moved (only those: with 1,000 idle programs, most did not).
-            let mut moved = false;
-            if let Some(m) = metrics.as_ref().and_then(|m| m.get(id)) {
-                moved = t.seen.metrics != *m;
-                t.seen.metrics = *m;
-            }
+        for t in self.tracked.values_mut() {
+            let moved = std::mem::take(&mut t.moved);
             let changed = t.rx.has_changed().unwrap_or(false);
             if !changed && !force && !moved {
                 continue;
