@@ -303,6 +303,10 @@ async fn until_started(sup: &Supervisor, epoch: &mut watch::Receiver<u64>) -> Op
             changed = epoch.changed() => changed.ok()?,
             _ = tokio::time::sleep_until(deadline) => return Some(false),
         }
+        // A start is a burst of changes, and each look reads every
+        // instance: look again once the burst has settled, not per change
+        // (with 1,000 programs, per change was a million reads).
+        tokio::time::sleep(STATUS_INTERVAL).await;
     }
     Some(true)
 }
