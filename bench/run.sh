@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every benchmark for ward, supervisord and PM2 and write docs/BENCHMARKS.md.
-#   bench/run.sh           full suite (< 15 min)
+#   bench/run.sh           full suite (~18 min)
 #   bench/run.sh --quick   ~5 min subset
 # Extra flags go to bench/bench.py (e.g. --only heartbeat,store --out /tmp/b.md --keep).
 set -euo pipefail
