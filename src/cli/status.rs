@@ -152,6 +152,9 @@ fn row(p: &ProgramStatus, now_ms: u64) -> [String; 13] {
             .unwrap_or_default(),
         Phase::Fatal | Phase::Waiting | Phase::Unknown => s.message.clone().unwrap_or_default(),
         Phase::Exited => s.message.clone().unwrap_or_default(),
+        // With no pid: the main process exited and the rest of its group
+        // is being stopped; the message says so.
+        Phase::Stopping if s.pid.is_none() => s.message.clone().unwrap_or_default(),
         _ => String::new(),
     };
     if let Some(note) = s.job.as_ref().and_then(|j| job_note(j, s.state, now_ms)) {

@@ -178,7 +178,7 @@ fn drain_after_an_exit_shows_stopping_with_the_exit_not_the_dead_pid() {
     env.wait_until("the main process is gone from /proc", DEADLINE, || {
         proc_stat(main).is_none()
     });
-    let (mut drain_seen, mut row_seen) = (false, false);
+    let (mut drain_seen, mut row_seen, mut text_seen) = (false, false, false);
     let mut restarted = Value::Null;
     env.wait_until("`leaver` runs again after the drain", DEADLINE, || {
         let p = env.prog("leaver");
@@ -201,6 +201,18 @@ fn drain_after_an_exit_shows_stopping_with_the_exit_not_the_dead_pid() {
                 format!("during the drain: {p}"),
             );
             drain_seen = true;
+            // The table's INFO column says why it is stopping.
+            let text = env.ward_ok(&["status"]).stdout;
+            if text
+                .lines()
+                .any(|l| l.starts_with("leaver") && l.contains(" stopping "))
+            {
+                env.check(
+                    text.contains("stopping what is left of its process group"),
+                    format!("`ward status` during the drain:\n{text}"),
+                );
+                text_seen = true;
+            }
             let row = db_row(&env, "leaver").unwrap_or_default();
             if row_seen || (row["state"] == "stopping" && alive(child)) {
                 env.check(
@@ -216,6 +228,7 @@ fn drain_after_an_exit_shows_stopping_with_the_exit_not_the_dead_pid() {
         restarted["state"] == "running" && pid.is_some_and(|p| p != i64::from(main))
     });
     env.check(drain_seen, "status never showed the drain");
+    env.check(text_seen, "`ward status` never showed the drain");
     env.check(
         row_seen,
         "worker_status never showed the drain while the child lived",
