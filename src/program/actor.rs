@@ -234,10 +234,7 @@ impl Actor {
                 let _ = reply.send(Ok(format!("already running (pid {pid})")));
             }
             (Request::Start, Phase::Starting | Phase::Waiting) => self.start_waiters.push(reply),
-            (Request::Start | Request::Restart, Phase::Stopping) => {
-                self.then_start = true;
-                self.start_waiters.push(reply);
-            }
+            (req, Phase::Stopping) => self.request_while_stopping(req, reply),
             (
                 Request::Start | Request::Restart,
                 Phase::Stopped | Phase::Exited | Phase::Fatal | Phase::Backoff,
@@ -258,11 +255,6 @@ impl Actor {
                 self.fail_start_waiters("stopped before it was running");
                 self.begin_stop("stop requested");
             }
-            (Request::Stop, Phase::Stopping) => {
-                self.then_start = false;
-                self.fail_start_waiters("stopped before it was running");
-                self.stop_waiters.push(reply);
-            }
             (Request::Stop, Phase::Stopped) => {
                 let _ = reply.send(Ok("already stopped".into()));
             }
@@ -274,6 +266,43 @@ impl Actor {
                 self.fail_start_waiters("stopped before it was running");
                 self.transition(Phase::Stopped, Some("stop requested".into()), None);
                 let _ = reply.send(Ok("stopped".into()));
+            }
+        }
+    }
+
+    /// While `stopping` (a stop, or the rest of a group after its main
+    /// process exited): note what is asked, done once the group is empty.
+    fn request_while_stopping(&mut self, req: Request, reply: oneshot::Sender<Outcome>) {
+        match req {
+            Request::Start | Request::Restart => {
+                self.then_start = true;
+                self.start_waiters.push(reply);
+            }
+            Request::Stop => {
+                self.then_start = false;
+                self.fail_start_waiters("stopped before it was running");
+                self.stop_waiters.push(reply);
+            }
+        }
+    }
+
+    /// [`drain_group`], taking requests meanwhile: a stop or a start sent
+    /// during a drain is noted and acted on once the group is empty, instead
+    /// of waiting behind the drain and then undoing what the restart policy
+    /// did (with a zero backoff: a restart, then the stop of that restart).
+    async fn drain_serving(&mut self, pgid: i32, signal: Option<Signal>, deadline: Instant) {
+        let drain = drain_group(pgid, signal, deadline);
+        tokio::pin!(drain);
+        loop {
+            tokio::select! {
+                () = &mut drain => return,
+                req = self.rx.recv() => match req {
+                    Some((r, reply)) => self.request_while_stopping(r, reply),
+                    None => {
+                        drain.as_mut().await;
+                        return;
+                    }
+                },
             }
         }
     }
@@ -938,21 +967,10 @@ impl Actor {
                     None => why,
                 });
                 self.publish();
-                drain_group(child.pid, None, deadline).await;
+                self.drain_serving(child.pid, None, deadline).await;
             }
             self.release_group(child.pid);
-            self.transition(
-                Phase::Stopped,
-                Some(format!("stopped ({exit})")),
-                Some(child.pid),
-            );
-            for w in self.stop_waiters.drain(..) {
-                let _ = w.send(Ok(format!("stopped ({exit})")));
-            }
-            if std::mem::take(&mut self.then_start) {
-                self.snap.streak = 0;
-                self.begin_start().await;
-            }
+            self.stopped_then(exit, child.pid).await;
             return;
         }
         let failed_start = ran_for < p.min_uptime;
@@ -981,18 +999,38 @@ impl Actor {
                 human(p.stop_timeout)
             );
             self.transition_exit(Phase::Stopping, Some(why), Some(child.pid), Some(exit));
-            drain_group(
+            self.drain_serving(
                 child.pid,
                 Some(p.stop_signal),
                 Instant::now() + p.stop_timeout,
             )
             .await;
+            if !self.stop_waiters.is_empty() || self.then_start {
+                // A stop or a start asked for during the drain replaces the
+                // restart policy.
+                self.release_group(child.pid);
+                self.stopped_then(exit, child.pid).await;
+                return;
+            }
         }
         self.release_group(child.pid);
         self.decide(RunEnd::Exited(exit), ran_for, Some(detail), Some(child.pid));
         // A zero backoff restarts now, not on the timer's next tick (up to 1 ms later).
         if self.phase() == Phase::Backoff && self.deadline.is_some_and(|d| d <= Instant::now()) {
             self.on_deadline().await;
+        }
+    }
+
+    /// The end of a stop: `stopped`, the stop requests answered, then the
+    /// start a restart asked for.
+    async fn stopped_then(&mut self, exit: Exit, pid: i32) {
+        self.transition(Phase::Stopped, Some(format!("stopped ({exit})")), Some(pid));
+        for w in self.stop_waiters.drain(..) {
+            let _ = w.send(Ok(format!("stopped ({exit})")));
+        }
+        if std::mem::take(&mut self.then_start) {
+            self.snap.streak = 0;
+            self.begin_start().await;
         }
     }
 

@@ -313,6 +313,35 @@ fn drain_stop_and_restart_during_it_return_when_done() {
     }
 }
 
+/// With a zero backoff, the restart policy would start the program again the
+/// moment the drain ends: a `ward stop` or `ward restart` sent during the
+/// drain replaces it (no run started only to be stopped, no second restart).
+#[test]
+fn drain_a_request_during_it_replaces_the_restart_policy() {
+    let zero = |name: &str| {
+        leaver(name, "1s", false).replace(
+            r#"backoff = { initial = "100ms", jitter = 0.0 }"#,
+            r#"backoff = { initial = "0s", max = "0s", jitter = 0.0 }"#,
+        )
+    };
+    let env = TestEnv::with_config(&format!("{}{}", zero("tostop"), zero("torestart")));
+    env.up();
+    for (name, verb, restarts) in [("tostop", "stop", 0), ("torestart", "restart", 1)] {
+        env.ward_ok(&["start", name]);
+        let (main, child) = leaver_pids(&env, name);
+        env.wait_until(&format!("`{name}` drains its group"), DEADLINE, || {
+            env.prog(name)["state"] == "stopping" && alive(child)
+        });
+        let out = env.ward_ok(&[verb, name]);
+        let p = env.prog(name);
+        let state = if verb == "stop" { "stopped" } else { "running" };
+        env.check(
+            p["state"] == state && p["restarts"] == restarts && !alive(child),
+            format!("after `ward {verb} {name}` during the drain of group {main}: {p}\n{out}"),
+        );
+    }
+}
+
 /// A stop whose main process exits on SIGTERM but leaves a child that
 /// ignores it: while the child is waited for, status has the exit and no pid.
 #[test]
