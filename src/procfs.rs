@@ -135,13 +135,16 @@ impl Sampler {
         ran_ms: u64,
     ) -> io::Result<Option<Sample>> {
         let now = Instant::now();
-        let kept = self
+        let keep_open = self.procs.len() < self.cap;
+        let ticks = self.ticks;
+        let pass = self.pass;
+        // Only an entry for this very process (same start) is ours to use.
+        let prev = self
             .procs
-            .get(&pid)
-            .filter(|p| p.start_ticks == start_ticks)
-            .and_then(|p| p.file.as_ref().map(read_stat));
-        let (stat, file) = match kept {
-            Some(stat) => (stat?, None),
+            .get_mut(&pid)
+            .filter(|e| e.start_ticks == start_ticks);
+        let (stat, opened) = match prev.as_ref().and_then(|e| e.file.as_ref()) {
+            Some(f) => (read_stat(f)?, None),
             None => match open_stat(pid)? {
                 Some(f) => (read_stat(&f)?, Some(f)),
                 None => (None, None),
@@ -151,43 +154,46 @@ impl Sampler {
             self.procs.remove(&pid);
             return Ok(None);
         };
-        let cpu_percent = match self.procs.get(&pid) {
-            Some(p)
-                if p.start_ticks == start_ticks && now.duration_since(p.at) >= MIN_CPU_WINDOW =>
-            {
-                let secs = now.duration_since(p.at).as_secs_f64();
-                (stat.cpu_ticks.saturating_sub(p.cpu_ticks) as f64 / self.ticks) / secs * 100.0
+        let since_start = || {
+            if ran_ms == 0 {
+                0.0
+            } else {
+                (stat.cpu_ticks as f64 / ticks) / (ran_ms as f64 / 1000.0) * 100.0
             }
-            _ if ran_ms == 0 => 0.0,
-            _ => (stat.cpu_ticks as f64 / self.ticks) / (ran_ms as f64 / 1000.0) * 100.0,
         };
-        let keep_open = self.procs.len() < self.cap;
-        let entry = self.procs.entry(pid).or_insert(Entry {
-            file: None,
-            start_ticks,
-            cpu_ticks: stat.cpu_ticks,
-            at: now,
-            pass: self.pass,
-        });
-        if entry.start_ticks != start_ticks {
-            // The pid was reused: start afresh.
-            *entry = Entry {
-                file: None,
-                start_ticks,
-                cpu_ticks: stat.cpu_ticks,
-                at: now,
-                pass: self.pass,
-            };
-        }
-        if file.is_some() && entry.file.is_none() && keep_open {
-            entry.file = file;
-        }
-        entry.pass = self.pass;
-        // A pair closer than the window keeps the older sample as its base.
-        if now.duration_since(entry.at) >= MIN_CPU_WINDOW {
-            entry.cpu_ticks = stat.cpu_ticks;
-            entry.at = now;
-        }
+        let cpu_percent = match prev {
+            Some(e) => {
+                let waited = now.duration_since(e.at);
+                let cpu = if waited >= MIN_CPU_WINDOW {
+                    let used = stat.cpu_ticks.saturating_sub(e.cpu_ticks) as f64 / ticks;
+                    // A pair closer than the window keeps the older sample as its base.
+                    e.cpu_ticks = stat.cpu_ticks;
+                    e.at = now;
+                    used / waited.as_secs_f64() * 100.0
+                } else {
+                    since_start()
+                };
+                if e.file.is_none() && keep_open {
+                    e.file = opened;
+                }
+                e.pass = pass;
+                cpu
+            }
+            None => {
+                // First sample, or the pid was reused: start afresh.
+                self.procs.insert(
+                    pid,
+                    Entry {
+                        file: opened.filter(|_| keep_open),
+                        start_ticks,
+                        cpu_ticks: stat.cpu_ticks,
+                        at: now,
+                        pass,
+                    },
+                );
+                since_start()
+            }
+        };
         Ok(Some(Sample { stat, cpu_percent }))
     }
 

@@ -115,7 +115,6 @@ impl InstanceLogs {
         tasks
     }
 
-    /// Bytes written and dropped over both files, and the latest error.
     /// Bytes dropped so far on both streams.
     pub fn bytes_dropped(&self) -> u64 {
         let err = self
@@ -126,6 +125,7 @@ impl InstanceLogs {
         lock(&self.inner.out).bytes_dropped() + err
     }
 
+    /// Bytes written and dropped over both files, and the latest error.
     pub fn stats(&self) -> LogStats {
         let mut files = vec![lock(&self.inner.out)];
         if let Some(err) = &self.inner.err {

@@ -86,15 +86,7 @@ restart = "never"
     );
     env.up();
     let pgid = env.running_pid("leaver");
-    let log = env.log_path("leaver.out.log");
-    let mut bg = 0;
-    env.wait_until("the background pid is in the log", DEADLINE, || {
-        bg = fs::read_to_string(&log)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0);
-        bg > 0
-    });
+    let bg = logged_pids(&env, "leaver", 1)[0];
     env.check(
         alive(bg) && group_members(pgid).contains(&bg),
         format!("background sleep {bg} not running in group {pgid}"),
@@ -132,8 +124,8 @@ autostart = {autostart}
     )
 }
 
-/// The main pid and the SIGTERM-proof child of a `leaver`'s first run.
-fn leaver_pids(env: &TestEnv, name: &str) -> (i32, i32) {
+/// The `n` pids `name` prints to stdout, once it has printed them.
+fn logged_pids(env: &TestEnv, name: &str, n: usize) -> Vec<i32> {
     let log = env.log_path(&format!("{name}.out.log"));
     let mut pids = Vec::new();
     env.wait_until(&format!("`{name}` logged its pids"), DEADLINE, || {
@@ -142,8 +134,14 @@ fn leaver_pids(env: &TestEnv, name: &str) -> (i32, i32) {
             .split_whitespace()
             .filter_map(|w| w.parse::<i32>().ok())
             .collect();
-        pids.len() == 2
+        pids.len() == n
     });
+    pids
+}
+
+/// The main pid and the SIGTERM-proof child of a `leaver`'s first run.
+fn leaver_pids(env: &TestEnv, name: &str) -> (i32, i32) {
+    let pids = logged_pids(env, name, 2);
     (pids[0], pids[1])
 }
 
@@ -357,15 +355,7 @@ stop_timeout = "1s"
     );
     env.up();
     let main = env.running_pid("halfdeaf");
-    let log = env.log_path("halfdeaf.out.log");
-    let mut child = 0;
-    env.wait_until("the child's pid is in the log", DEADLINE, || {
-        child = fs::read_to_string(&log)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0);
-        child > 0
-    });
+    let child = logged_pids(&env, "halfdeaf", 1)[0];
     let mut stop = env
         .command(&["stop", "halfdeaf"])
         .stdout(std::process::Stdio::null())
