@@ -25,6 +25,13 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 /// Rows per multi-row statement (see `bucketed`); 256 rows of 27
 /// parameters stay well under both databases' limits.
 const STATEMENT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+/// SQLite's prepared statements live in ward's memory, and a multi-row
+/// upsert compiles to a program that grows with its rows (~2 KiB a row):
+/// 64- and 256-row statements cost ~250 KiB of ward's heap for 100 programs.
+/// Batches of at most 16 rows cost a few more statement runs per batch, each
+/// in-process. PostgreSQL keeps its plans on the server, where the larger
+/// sizes save round trips.
+const SQLITE_STATEMENT_SIZES: [usize; 3] = [16, 4, 1];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -326,10 +333,14 @@ const EVENT_COLUMNS: &str = "at, host, program, instance, name, event, from_stat
 /// statement in the connection's cache, and a statement of a few hundred
 /// rows compiles to a large program: a handful of sizes keeps that cache
 /// (and ward's memory) small whatever the batches look like.
-fn bucketed<T>(items: &[T]) -> Vec<&[T]> {
+fn bucketed<T>(d: Dialect, items: &[T]) -> Vec<&[T]> {
+    let sizes: &[usize] = match d {
+        Dialect::Sqlite => &SQLITE_STATEMENT_SIZES,
+        Dialect::Postgres => &STATEMENT_SIZES,
+    };
     let mut out = Vec::new();
     let mut rest = items;
-    for size in STATEMENT_SIZES {
+    for &size in sizes {
         while rest.len() >= size {
             let (head, tail) = rest.split_at(size);
             out.push(head);
@@ -337,6 +348,14 @@ fn bucketed<T>(items: &[T]) -> Vec<&[T]> {
         }
     }
     out
+}
+
+/// Keep the prepared statement for `rows` rows? In SQLite a statement lives
+/// in ward's memory, ~2 KiB a row: the 16-row ones (~130 KiB for the upsert
+/// and the insert) are prepared again each time, ~0.2 ms, which only a
+/// batch of 16 changed rows or more pays. PostgreSQL keeps its plans.
+fn cached(d: Dialect, rows: usize) -> bool {
+    d == Dialect::Postgres || rows < 16
 }
 
 /// `INSERT ... VALUES (...), (...) ON CONFLICT ... DO UPDATE` for `n` rows.
@@ -501,9 +520,9 @@ macro_rules! write_batch {
                 .await?;
         }
         let rows: Vec<&WorkerRow> = p.rows.values().collect();
-        for chunk in bucketed(&rows) {
+        for chunk in bucketed(d, &rows) {
             let sql = upsert_rows_sql(d, chunk.len());
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query(&sql).persistent(cached(d, chunk.len()));
             for r in chunk {
                 q = bind_row!(q, host, r);
             }
@@ -536,9 +555,9 @@ macro_rules! write_batch {
                 w.removed += 1;
             }
         }
-        for chunk in bucketed(&events) {
+        for chunk in bucketed(d, &events) {
             let sql = insert_events_sql(d, chunk.len());
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query(&sql).persistent(cached(d, chunk.len()));
             for e in chunk {
                 q = bind_event!(q, host, e);
             }
@@ -682,9 +701,11 @@ impl Db {
                 .create_if_missing(create)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                // A small page cache (512 KiB, not SQLite's 2 MiB): the tables
-                // are small and ward's memory budget is a few MiB.
-                .pragma("cache_size", "-512")
+                // A small page cache (128 KiB, not SQLite's 2 MiB): ward writes
+                // a few pages per batch (the status rows, the end of the
+                // events), misses are reads from the OS cache, and ward's
+                // memory budget is a few MiB.
+                .pragma("cache_size", "-128")
                 .statement_cache_capacity(32)
                 .busy_timeout(Duration::from_secs(5));
             let file = opts.get_filename().to_path_buf();
@@ -879,17 +900,24 @@ mod tests {
 
     #[test]
     fn batches_split_into_few_statement_sizes() {
-        let sizes = |n: usize| {
-            bucketed(&vec![0u8; n])
+        let sizes = |d: Dialect, n: usize| {
+            bucketed(d, &vec![0u8; n])
                 .iter()
                 .map(|c| c.len())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(3), [1, 1, 1]);
-        assert_eq!(sizes(100), [64, 16, 16, 4]);
-        assert_eq!(sizes(1000).iter().sum::<usize>(), 1000);
-        assert_eq!(sizes(1000)[..3], [256, 256, 256]);
+        let pg = |n| sizes(Dialect::Postgres, n);
+        assert_eq!(pg(0), Vec::<usize>::new());
+        assert_eq!(pg(3), [1, 1, 1]);
+        assert_eq!(pg(100), [64, 16, 16, 4]);
+        assert_eq!(pg(1000).iter().sum::<usize>(), 1000);
+        assert_eq!(pg(1000)[..3], [256, 256, 256]);
+        let lite = |n| sizes(Dialect::Sqlite, n);
+        assert_eq!(lite(0), Vec::<usize>::new());
+        assert_eq!(lite(21), [16, 4, 1]);
+        assert_eq!(lite(100), [16, 16, 16, 16, 16, 16, 4]);
+        assert_eq!(lite(1000).iter().sum::<usize>(), 1000);
+        assert!(lite(1000).iter().all(|&c| c <= 16));
     }
 
     #[test]
