@@ -157,69 +157,57 @@ impl NotifySocket {
         })
     }
 
-    /// Receive datagrams until the task is dropped, handing each parsed beat
-    /// (or the reason it was dropped) to `sink`. `allowed_uid` is the
-    /// program's uid; root is always allowed.
-    pub async fn run<T>(
-        self,
-        allowed_uid: u32,
-        tx: tokio::sync::mpsc::Sender<T>,
-        mut wrap: impl FnMut(Result<Beat, DatagramError>) -> T,
-    ) {
+    /// Wait for datagrams, then take what is queued: each malformed one as
+    /// an error, and up to [`MERGE_BURST`] valid ones merged into one beat
+    /// (a flood becomes a few merged beats; READY=1, counters and the rest
+    /// are never lost, and the backlog stays in the socket, not in ward's
+    /// memory). `allowed_uid` is the program's uid; root is always allowed.
+    ///
+    /// Cancel-safe: it only awaits before it receives anything.
+    pub async fn next(&self, allowed_uid: u32) -> Vec<Result<Beat, DatagramError>> {
+        let mut out = Vec::new();
+        let Ok(mut guard) = self.fd.readable().await else {
+            // The reactor is gone (shutdown): nothing will come.
+            return std::future::pending().await;
+        };
+        let mut merged: Option<Beat> = None;
+        let mut taken = 0;
         loop {
-            let Ok(mut guard) = self.fd.readable().await else {
-                return;
-            };
-            // Merge what is queued into one beat (a flood becomes a few
-            // merged beats; READY=1, counters and the rest are never lost),
-            // then hand it over, waiting for room: the backlog stays in the
-            // socket, not in ward's memory.
-            let mut merged: Option<Beat> = None;
-            let mut taken = 0;
-            loop {
-                // One receive buffer per worker thread, not one per idle
-                // socket: `receive` does not await while it holds it.
-                let got = RECV_BUF.with(|b| {
-                    let mut buf = b.borrow_mut();
-                    if buf.is_empty() {
-                        buf.resize(MAX_BEAT + 1, 0);
+            // One receive buffer for the runtime thread, not one per idle
+            // socket: `receive` does not await while it holds it.
+            let got = RECV_BUF.with(|b| {
+                let mut buf = b.borrow_mut();
+                if buf.is_empty() {
+                    buf.resize(MAX_BEAT + 1, 0);
+                }
+                receive(self.fd.get_ref().as_raw_fd(), &mut buf, allowed_uid)
+            });
+            match got {
+                Ok(Received::Datagram(Ok(beat))) => {
+                    match &mut merged {
+                        Some(m) => m.merge(beat),
+                        None => merged = Some(beat),
                     }
-                    receive(self.fd.get_ref().as_raw_fd(), &mut buf, allowed_uid)
-                });
-                match got {
-                    Ok(Received::Datagram(Ok(beat))) => {
-                        match &mut merged {
-                            Some(m) => m.merge(beat),
-                            None => merged = Some(beat),
-                        }
-                        taken += 1;
-                        if taken == MERGE_BURST {
-                            break;
-                        }
-                    }
-                    Ok(Received::Datagram(Err(e))) => {
-                        if tx.send(wrap(Err(e))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(Received::Again) => continue,
-                    Ok(Received::Empty) => {
-                        guard.clear_ready();
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "notify socket receive failed");
-                        guard.clear_ready();
+                    taken += 1;
+                    if taken == MERGE_BURST {
                         break;
                     }
                 }
-            }
-            if let Some(beat) = merged {
-                if tx.send(wrap(Ok(beat))).await.is_err() {
-                    return;
+                Ok(Received::Datagram(Err(e))) => out.push(Err(e)),
+                Ok(Received::Again) => continue,
+                Ok(Received::Empty) => {
+                    guard.clear_ready();
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "notify socket receive failed");
+                    guard.clear_ready();
+                    break;
                 }
             }
         }
+        out.extend(merged.map(Ok));
+        out
     }
 }
 
@@ -376,9 +364,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.sock");
         let sock = NotifySocket::bind(&path, None).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let me = nix::unistd::geteuid().as_raw();
-        let task = tokio::spawn(sock.run(me, tx, |r| r));
+        // What the actor does: take what is queued, one result at a time here.
+        let mut queued = std::collections::VecDeque::new();
+        async fn one(
+            sock: &NotifySocket,
+            me: u32,
+            queued: &mut std::collections::VecDeque<Result<Beat, DatagramError>>,
+        ) -> Result<Beat, DatagramError> {
+            loop {
+                if let Some(r) = queued.pop_front() {
+                    return r;
+                }
+                queued.extend(sock.next(me).await);
+            }
+        }
         let client = UnixDatagram::unbound().unwrap();
         // A barrier: send a pipe's write end; its read end sees EOF once ward closes it.
         let (read_end, write_end) = nix::unistd::pipe().unwrap();
@@ -396,14 +396,13 @@ mod tests {
         drop(write_end);
         client.send_to(b"READY=1\nSTATUS=up", &path).unwrap();
         // The two may arrive merged into one beat, or one after the other.
-        let mut seen = rx.recv().await.unwrap().unwrap();
+        let mut seen = one(&sock, me, &mut queued).await.unwrap();
         while !seen.ready {
-            seen = rx.recv().await.unwrap().unwrap();
+            seen = one(&sock, me, &mut queued).await.unwrap();
         }
         assert_eq!(seen.status.as_deref(), Some("up"));
         // The barrier's descriptor gets closed: the pipe's read end sees EOF.
-        // Polled without blocking: the receiving task runs on this test's
-        // runtime thread, and a blocking read here could wait on it forever.
+        // Polled without blocking, like the rest of this runtime's work.
         nix::fcntl::fcntl(
             read_end.as_raw_fd(),
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -422,10 +421,13 @@ mod tests {
             }
         }
         client.send_to(&vec![b'x'; MAX_BEAT + 10], &path).unwrap();
-        assert_eq!(rx.recv().await.unwrap(), Err(DatagramError::Truncated));
+        assert_eq!(
+            one(&sock, me, &mut queued).await,
+            Err(DatagramError::Truncated)
+        );
         // A flood is merged: every counter increment arrives, in fewer beats.
-        // Sent from another thread: the receiver waits for room in `rx`, so
-        // a full socket blocks `send_to` until this test drains `rx` below.
+        // Sent from another thread: a full socket blocks `send_to` until
+        // this test receives below.
         let flood = std::thread::spawn({
             let path = path.clone();
             move || {
@@ -437,7 +439,7 @@ mod tests {
         let mut jobs = 0;
         let mut beats = 0;
         while jobs < 200 {
-            let b = rx.recv().await.unwrap().unwrap();
+            let b = one(&sock, me, &mut queued).await.unwrap();
             beats += 1;
             if let Some(Counter::Add(n)) = b.jobs {
                 jobs += n;
@@ -446,6 +448,5 @@ mod tests {
         assert_eq!(jobs, 200);
         assert!(beats <= 200);
         flood.join().unwrap();
-        task.abort();
     }
 }
