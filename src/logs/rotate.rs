@@ -124,6 +124,14 @@ impl RotatingFile {
         self.stats.bytes_dropped
     }
 
+    pub fn bytes_written(&self) -> u64 {
+        self.stats.bytes_written
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.stats.last_error.as_deref()
+    }
+
     /// When the last error was recorded, to pick the latest of several files.
     pub(crate) fn last_error_at(&self) -> Option<Instant> {
         self.last_error_at
@@ -149,8 +157,8 @@ impl RotatingFile {
         }
     }
 
-    /// Record an error that happened outside this file (e.g. reading a pipe).
-    pub(crate) fn record_error(&mut self, msg: String) {
+    /// Record an error and report it once per episode.
+    fn record_error(&mut self, msg: String) {
         if !self.failing {
             self.failing = true;
             if self.report {
