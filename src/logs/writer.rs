@@ -8,7 +8,7 @@
 //! I/O: a pump hands a chunk over without blocking while the instance's
 //! backlog has room; when it is full, the pump (a task, not the runtime)
 //! waits for the writer as long as it makes progress, and drops output once
-//! it has made none for [`STALL`]. The counters sit in a small mutex the
+//! it has made too little for [`STALL`]. The counters sit in a small mutex the
 //! thread updates after each write and never holds during one; a reopen is
 //! a message. Must never hold anything for an idle instance: a message
 //! carries its instance, and is freed once handled.
@@ -32,13 +32,18 @@ use super::LogStats;
 /// per instance that keeps writing, none for a quiet one.
 pub(super) const MAX_BACKLOG: usize = 8 << 20;
 
-/// With a full backlog, a pump waits for the writer to write some of the
-/// instance's output (the program is then paced by the disk, as with
-/// `program > file`: a disk that is merely slower than the program loses
-/// nothing) at most this long; then the disk counts as stalled and output
-/// that does not fit is dropped until the writer has caught up. So a stalled
-/// disk blocks a program for at most this long.
+/// With a full backlog, a pump waits until the writer has written
+/// [`RESUME_ROOM`] of the instance's output (the program is then paced by
+/// the disk, as with `program > file`: a disk that is merely slower than the
+/// program loses nothing), at most this long; then the disk counts as
+/// stalled and output that does not fit is dropped until the writer has
+/// caught up. So a stalled disk blocks a program for at most this long, and
+/// a disk that writes less than 1 MiB a second counts as stalled.
 pub(super) const STALL: Duration = Duration::from_secs(1);
+
+/// A pump waiting for room is woken once this much is free: one wake-up
+/// (from the writer thread to the runtime) per 16 full reads, not per read.
+const RESUME_ROOM: usize = MAX_BACKLOG / 8;
 
 /// While a backlog stays full, at most one warning in ward's log per this.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -59,7 +64,7 @@ pub(super) struct Files {
     err: Option<Mutex<RotatingFile>>,
     /// What the runtime reads; never held during I/O.
     shared: Mutex<Shared>,
-    /// Poked by the writer after each write: room in the backlog.
+    /// Poked by the writer after a write that leaves [`RESUME_ROOM`] free.
     room: Notify,
     writer: Writer,
 }
@@ -184,18 +189,21 @@ fn handle(msg: Msg) {
             let file = files.file(which);
             let mut f = lock(file);
             f.write_lines(&data);
-            let caught_up = {
+            let (room, caught_up) = {
                 let mut s = lock(&files.shared);
                 s.queued -= data.capacity();
+                let room = s.queued <= MAX_BACKLOG - RESUME_ROOM;
                 s.published(which).update(&f);
                 let end = s.queued == 0 && s.behind.active;
                 if end {
                     s.behind.active = false;
                 }
-                end.then_some(s.behind.dropped)
+                (room, end.then_some(s.behind.dropped))
             };
             drop(f);
-            files.room.notify_one();
+            if room {
+                files.room.notify_one();
+            }
             if let Some(dropped) = caught_up {
                 let path = files.path(which).display();
                 tracing::info!(path = %path, dropped, "log writer caught up; writing resumed");
@@ -267,7 +275,7 @@ impl Files {
 
     /// Queue whole lines for the writer. With a full backlog, wait until the
     /// writer makes room, or drop them (counted and reported) when it has
-    /// made none for [`STALL`] or the disk already counts as stalled.
+    /// not within [`STALL`] or the disk already counts as stalled.
     pub(super) async fn submit(self: &Arc<Self>, which: Which, mut data: Vec<u8>) {
         let mut stalled = false;
         loop {
@@ -314,7 +322,7 @@ impl Files {
         let backlog_mib = MAX_BACKLOG >> 20;
         if w.first {
             let stall_ms = STALL.as_millis() as u64;
-            tracing::warn!(path = %path, backlog_mib, stall_ms, "log writer is behind and made no progress (slow or stalled disk?); dropping program output until it catches up");
+            tracing::warn!(path = %path, backlog_mib, stall_ms, "log writer is behind and not catching up (slow or stalled disk?); dropping program output until it does");
         } else {
             tracing::warn!(path = %path, backlog_mib, dropped = w.dropped, "log writer is still behind; dropping program output");
         }
