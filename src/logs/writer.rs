@@ -140,11 +140,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Msg>();
         let spawned = std::thread::Builder::new()
             .name("ward-logs".into())
-            .spawn(move || {
-                for msg in rx {
-                    handle(msg);
-                }
-            });
+            .spawn(move || run(&rx));
         match spawned {
             Ok(_) => Writer { tx: Some(tx) },
             Err(e) => {
@@ -183,32 +179,55 @@ pub async fn flush(deadline: Duration) -> bool {
     }
 }
 
-fn handle(msg: Msg) {
-    match msg {
-        Msg::Write { files, which, data } => {
-            let file = files.file(which);
-            let mut f = lock(file);
-            f.write_lines(&data);
-            let (room, caught_up) = {
-                let mut s = lock(&files.shared);
-                s.queued -= data.capacity();
-                let room = s.queued <= MAX_BACKLOG - RESUME_ROOM;
-                s.published(which).update(&f);
-                let end = s.queued == 0 && s.behind.active;
-                if end {
-                    s.behind.active = false;
+/// Consecutive chunks for one file are written together, up to this much...
+const MAX_BATCH: usize = 256 << 10;
+/// ...or this many (a `writev` takes at most 1024).
+const MAX_BATCH_CHUNKS: usize = 64;
+
+/// The writer thread: handle messages in order until every sender is gone.
+fn run(rx: &mpsc::Receiver<Msg>) {
+    let mut batch = Vec::new();
+    let mut pending = None;
+    loop {
+        let msg = match pending.take() {
+            Some(msg) => msg,
+            None => match rx.recv() {
+                Ok(msg) => msg,
+                Err(_) => return,
+            },
+        };
+        let Msg::Write { files, which, data } = msg else {
+            handle(msg);
+            continue;
+        };
+        // A busy program's reads queue up while a write is in progress:
+        // one write for all of them, not one each.
+        let mut size = data.len();
+        batch.push(data);
+        while size < MAX_BATCH && batch.len() < MAX_BATCH_CHUNKS {
+            match rx.try_recv() {
+                Ok(Msg::Write {
+                    files: f,
+                    which: w,
+                    data,
+                }) if Arc::ptr_eq(&f, &files) && w == which => {
+                    size += data.len();
+                    batch.push(data);
                 }
-                (room, end.then_some(s.behind.dropped))
-            };
-            drop(f);
-            if room {
-                files.room.notify_one();
-            }
-            if let Some(dropped) = caught_up {
-                let path = files.path(which).display();
-                tracing::info!(path = %path, dropped, "log writer caught up; writing resumed");
+                Ok(other) => {
+                    pending = Some(other);
+                    break;
+                }
+                Err(_) => break,
             }
         }
+        write(&files, which, &mut batch);
+    }
+}
+
+fn handle(msg: Msg) {
+    match msg {
+        Msg::Write { files, which, data } => write(&files, which, &mut vec![data]),
         Msg::Reopen(files) => {
             for which in [Which::Out, Which::Err] {
                 if which == Which::Err && files.err.is_none() {
@@ -224,6 +243,33 @@ fn handle(msg: Msg) {
         }
         #[cfg(test)]
         Msg::Run(f) => f(),
+    }
+}
+
+/// Write `chunks` (and free them), then publish the file's counters.
+fn write(files: &Files, which: Which, chunks: &mut Vec<Vec<u8>>) {
+    let mut f = lock(files.file(which));
+    f.write_chunks(chunks);
+    let cost: usize = chunks.iter().map(Vec::capacity).sum();
+    chunks.clear();
+    let (room, caught_up) = {
+        let mut s = lock(&files.shared);
+        s.queued -= cost;
+        let room = s.queued <= MAX_BACKLOG - RESUME_ROOM;
+        s.published(which).update(&f);
+        let end = s.queued == 0 && s.behind.active;
+        if end {
+            s.behind.active = false;
+        }
+        (room, end.then_some(s.behind.dropped))
+    };
+    drop(f);
+    if room {
+        files.room.notify_one();
+    }
+    if let Some(dropped) = caught_up {
+        let path = files.path(which).display();
+        tracing::info!(path = %path, dropped, "log writer caught up; writing resumed");
     }
 }
 
