@@ -27,6 +27,8 @@ use crate::supervisor::Supervisor;
 
 /// How long the final write to the status tables may delay the exit.
 const STORE_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the log writer may take to write the programs' last output.
+const LOG_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -259,6 +261,12 @@ async fn run_async(config: Config, own_log: OwnLogWriter) -> Result<(), DaemonEr
         _ = &mut stop => {}
         _ = sigterm.recv() => kill_everything(&sup),
         _ = sigint.recv() => kill_everything(&sup),
+    }
+    if !crate::logs::flush(LOG_FLUSH_DEADLINE).await {
+        tracing::warn!(
+            "the log writer is still behind after {}s (slow or stalled disk?); program output not yet written is lost",
+            LOG_FLUSH_DEADLINE.as_secs()
+        );
     }
     if let Some(store) = store {
         store.shutdown(STORE_FLUSH_DEADLINE).await;

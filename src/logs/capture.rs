@@ -1,15 +1,18 @@
 //! `InstanceLogs`: the log files of one supervised instance and the pump
-//! tasks that drain its stdout/stderr pipes into them.
+//! tasks that drain its stdout/stderr pipes.
 //!
-//! Owns the line framing (whole lines, long-line splitting, timestamps) and
-//! the per-instance files, across restarts. Must never stop draining a pipe
-//! because of a disk error (the pipe is read to EOF whatever happens, so the
-//! child never blocks on a full pipe), and never write a partial line next to
-//! another stream's line in a merged file.
+//! Owns the line framing (whole lines, long-line splitting, timestamps): a
+//! pump reads a pipe and hands chunks of whole lines to the log writer
+//! thread (`writer`), which does every file write. Must never stop draining
+//! a pipe because of a stalled disk (the pipe is read to EOF whatever
+//! happens; a full backlog pauses reading for at most `writer::STALL`, so a
+//! child never blocks on a full pipe for longer), never wait on file I/O,
+//! and never hand over a partial line, so that another stream's line in a
+//! merged file only ever comes between two lines.
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::net::unix::pipe::Receiver;
@@ -18,7 +21,8 @@ use tokio::task::JoinHandle;
 use crate::config::{LogPaths, LogPolicy};
 
 use super::rotate::{RotatingFile, RotationPolicy};
-use super::time::format_rfc3339;
+use super::time::{format_rfc3339, TIMESTAMP_LEN};
+use super::writer::{Files, Which, Writer};
 use super::LogStats;
 
 /// Longest line written whole; a longer line is cut every `MAX_LINE` bytes,
@@ -30,36 +34,24 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const LINE_CONTINUES_MARKER: &[u8] = b" [ward: line continues]";
 
 /// The log files of one instance. Cheap to clone; lives across restarts.
+///
+/// No method waits on the disk: output goes through the log writer thread,
+/// and [`InstanceLogs::stats`] reads counters the thread publishes.
 #[derive(Clone, Debug)]
 pub struct InstanceLogs {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    paths: LogPaths,
+    files: Arc<Files>,
     timestamps: bool,
-    out: Mutex<RotatingFile>,
-    /// `None` when stderr is merged into the stdout file.
-    err: Option<Mutex<RotatingFile>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Which {
-    Out,
-    Err,
-}
-
-fn lock(m: &Mutex<RotatingFile>) -> MutexGuard<'_, RotatingFile> {
-    // A panic while holding the lock cannot leave the file inconsistent in a
-    // way that matters more than losing the log: keep going.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl InstanceLogs {
     /// Open (creating) the files of one instance. Never fails: errors become
     /// [`LogStats`] and writes are retried.
     pub fn open(paths: LogPaths, policy: &LogPolicy) -> InstanceLogs {
+        InstanceLogs::open_on(paths, policy, Writer::global())
+    }
+
+    /// [`InstanceLogs::open`] on a given writer thread (tests use their own).
+    fn open_on(paths: LogPaths, policy: &LogPolicy, writer: Writer) -> InstanceLogs {
         let rot = RotationPolicy::from(policy);
         // Both streams configured to the same file: one writer, like a merge.
         let paths = match paths.stderr {
@@ -69,18 +61,11 @@ impl InstanceLogs {
             },
             _ => paths,
         };
-        let out = Mutex::new(RotatingFile::open(paths.stdout.clone(), rot));
-        let err = paths
-            .stderr
-            .clone()
-            .map(|p| Mutex::new(RotatingFile::open(p, rot)));
+        let out = RotatingFile::open(paths.stdout.clone(), rot);
+        let err = paths.stderr.clone().map(|p| RotatingFile::open(p, rot));
         InstanceLogs {
-            inner: Arc::new(Inner {
-                paths,
-                timestamps: policy.timestamps,
-                out,
-                err,
-            }),
+            files: Arc::new(Files::new(paths, out, err, writer)),
+            timestamps: policy.timestamps,
         }
     }
 
@@ -94,7 +79,8 @@ impl InstanceLogs {
     }
 
     /// [`InstanceLogs::attach`], returning the pump tasks (for tests and for
-    /// a caller that wants to wait until output is drained).
+    /// a caller that wants to wait until output is drained). A pump finishes
+    /// once everything it read is written (or dropped and counted).
     pub(crate) fn spawn_pumps(
         &self,
         stdout: OwnedFd,
@@ -104,12 +90,8 @@ impl InstanceLogs {
         for (fd, which) in [(Some(stdout), Which::Out), (stderr, Which::Err)] {
             let Some(fd) = fd else { continue };
             match Receiver::from_owned_fd(fd) {
-                Ok(rx) => tasks.push(tokio::spawn(pump(self.inner.clone(), which, rx))),
-                Err(e) => {
-                    let mut f = lock(self.inner.file(which));
-                    let msg = format!("cannot read pipe for `{}`: {e}", f.path().display());
-                    f.record_error(msg);
-                }
+                Ok(rx) => tasks.push(tokio::spawn(pump(self.clone(), which, rx))),
+                Err(e) => self.read_failed(which, e),
             }
         }
         tasks
@@ -117,115 +99,105 @@ impl InstanceLogs {
 
     /// Bytes dropped so far on both streams.
     pub fn bytes_dropped(&self) -> u64 {
-        let err = self
-            .inner
-            .err
-            .as_ref()
-            .map_or(0, |e| lock(e).bytes_dropped());
-        lock(&self.inner.out).bytes_dropped() + err
+        self.files.bytes_dropped()
     }
 
     /// Bytes written and dropped over both files, and the latest error.
     pub fn stats(&self) -> LogStats {
-        let mut files = vec![lock(&self.inner.out)];
-        if let Some(err) = &self.inner.err {
-            files.push(lock(err));
-        }
-        let mut total = LogStats::default();
-        let mut latest = None;
-        for f in &files {
-            let s = f.stats();
-            total.bytes_written += s.bytes_written;
-            total.bytes_dropped += s.bytes_dropped;
-            if s.last_error.is_some() && f.last_error_at() >= latest {
-                latest = f.last_error_at();
-                total.last_error = s.last_error;
-            }
-        }
-        total
+        self.files.stats()
     }
 
-    /// Reopen both files (SIGUSR1, after an external `logrotate`).
+    /// Reopen both files (SIGUSR1, after an external `logrotate`). Output
+    /// read before the call goes to the old files, output read after to the
+    /// new ones; returns at once.
     pub fn reopen(&self) {
-        lock(&self.inner.out).reopen();
-        if let Some(err) = &self.inner.err {
-            lock(err).reopen();
-        }
+        self.files.reopen();
     }
 
     pub fn paths(&self) -> &LogPaths {
-        &self.inner.paths
+        self.files.paths()
+    }
+
+    fn read_failed(&self, which: Which, e: io::Error) {
+        let path = self.files.path(which).display();
+        self.files
+            .record_error(format!("cannot read pipe for `{path}`: {e}"));
     }
 }
 
-impl Inner {
-    fn file(&self, which: Which) -> &Mutex<RotatingFile> {
-        match (which, &self.err) {
-            (Which::Err, Some(err)) => err,
-            _ => &self.out,
-        }
-    }
-}
-
-/// Turns a byte stream into whole lines for the file. Keeps the unfinished
-/// last line between reads; owns a reusable staging buffer for prefixes.
+/// Turns a byte stream into chunks of whole lines for the writer. Keeps the
+/// unfinished last line between reads.
 #[derive(Default)]
 struct Framer {
-    /// Bytes read but not yet written: always the start of one unfinished line.
+    /// Bytes read but not yet handed over: always the start of one
+    /// unfinished line.
     buf: Vec<u8>,
-    /// Staging for timestamped or marked output; reused, freed when idle.
-    staging: Vec<u8>,
     timestamps: bool,
 }
 
 impl Framer {
-    /// Write every complete line in `buf` (and cut an over-long line).
-    fn emit_complete(&mut self, file: &Mutex<RotatingFile>) {
+    /// The next chunk to hand over: every complete line in `buf`, else a
+    /// cut piece of an over-long line, else nothing.
+    fn next_chunk(&mut self) -> Option<Vec<u8>> {
         if let Some(p) = self.buf.iter().rposition(|b| *b == b'\n') {
-            self.write(file, p + 1, false);
+            return Some(self.take(p + 1, false));
         }
-        while self.buf.len() >= MAX_LINE {
-            self.write(file, MAX_LINE, true);
+        if self.buf.len() >= MAX_LINE {
+            return Some(self.take(MAX_LINE, true));
+        }
+        None
+    }
+
+    /// At EOF: end an unfinished last line with `\n`, so the next writer of
+    /// a shared file starts on its own line.
+    fn end_line(&mut self) {
+        if self.buf.last().is_some_and(|b| *b != b'\n') {
+            self.buf.push(b'\n');
         }
     }
 
-    /// Write what is left at EOF, ending it with `\n` so the next writer of a
-    /// shared file starts on its own line.
-    fn emit_rest(&mut self, file: &Mutex<RotatingFile>) {
-        while !self.buf.is_empty() {
-            self.emit_complete(file);
-            if !self.buf.is_empty() {
-                self.buf.push(b'\n');
-            }
+    /// Take `buf[..end]` (whole lines, or a cut piece when `cut`) as one
+    /// chunk, written in one call, and keep the rest at the front of `buf`.
+    fn take(&mut self, end: usize, cut: bool) -> Vec<u8> {
+        let plain = !self.timestamps && !cut;
+        if plain && end >= MAX_LINE / 2 {
+            // Mostly whole lines: hand over the read buffer itself (at
+            // least half full, so the backlog counts at most twice the
+            // bytes) and copy only the unfinished line after them.
+            let rest = self.buf.split_off(end);
+            return std::mem::replace(&mut self.buf, rest);
         }
-    }
-
-    /// Write `buf[..end]` (whole lines, or a cut piece when `cut`) in one call
-    /// and keep the rest at the front of `buf`.
-    fn write(&mut self, file: &Mutex<RotatingFile>, end: usize, cut: bool) {
         let data = &self.buf[..end];
-        if !self.timestamps && !cut {
-            lock(file).write_lines(data);
+        let chunk = if plain {
+            data.to_vec()
         } else {
-            self.staging.clear();
-            if self.timestamps {
-                let ts = format_rfc3339(SystemTime::now());
-                for line in data.split_inclusive(|b| *b == b'\n') {
-                    self.staging.extend_from_slice(&ts);
-                    self.staging.push(b' ');
-                    self.staging.extend_from_slice(line);
-                }
+            let ts = self.timestamps.then(|| format_rfc3339(SystemTime::now()));
+            let lines = match ts {
+                Some(_) => data.split_inclusive(|b| *b == b'\n').count(),
+                None => 0,
+            };
+            let marker = if cut {
+                LINE_CONTINUES_MARKER.len() + 1
             } else {
-                self.staging.extend_from_slice(data);
+                0
+            };
+            let mut chunk = Vec::with_capacity(end + lines * (TIMESTAMP_LEN + 1) + marker);
+            for line in data.split_inclusive(|b| *b == b'\n') {
+                if let Some(ts) = &ts {
+                    chunk.extend_from_slice(ts);
+                    chunk.push(b' ');
+                }
+                chunk.extend_from_slice(line);
             }
             if cut {
-                self.staging.extend_from_slice(LINE_CONTINUES_MARKER);
-                self.staging.push(b'\n');
+                chunk.extend_from_slice(LINE_CONTINUES_MARKER);
+                chunk.push(b'\n');
             }
-            lock(file).write_lines(&self.staging);
-        }
+            chunk
+        };
         self.buf.copy_within(end.., 0);
         self.buf.truncate(self.buf.len() - end);
+        chunk
     }
 
     /// Give memory back while the program is quiet.
@@ -235,25 +207,23 @@ impl Framer {
         } else {
             self.buf.shrink_to_fit();
         }
-        self.staging = Vec::new();
     }
 }
 
-async fn pump(inner: Arc<Inner>, which: Which, rx: Receiver) {
-    let file = inner.file(which);
+async fn pump(logs: InstanceLogs, which: Which, rx: Receiver) {
     let mut framer = Framer {
-        timestamps: inner.timestamps,
+        timestamps: logs.timestamps,
         ..Framer::default()
     };
     loop {
         if let Err(e) = rx.readable().await {
-            read_failed(file, e);
+            logs.read_failed(which, e);
             break;
         }
         match read_into(&rx, &mut framer.buf) {
             Ok(0) => break,
             Ok(n) => {
-                framer.emit_complete(file);
+                hand_over(&logs, which, &mut framer).await;
                 if n < MAX_LINE / 2 {
                     // The pipe is drained: do not keep 64 KiB per idle program.
                     framer.shrink_when_idle();
@@ -265,18 +235,24 @@ async fn pump(inner: Arc<Inner>, which: Which, rx: Receiver) {
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => {
-                read_failed(file, e);
+                logs.read_failed(which, e);
                 break;
             }
         }
     }
-    framer.emit_rest(file);
+    framer.end_line();
+    hand_over(&logs, which, &mut framer).await;
+    // Nothing of the run is held while waiting: the pipe is closed and the
+    // buffer freed. The flush comes after this pump's chunks, so when it is
+    // acknowledged they are in the file.
+    drop((framer, rx));
+    logs.files.writer().flush().await;
 }
 
-fn read_failed(file: &Mutex<RotatingFile>, e: io::Error) {
-    let mut f = lock(file);
-    let msg = format!("cannot read pipe for `{}`: {e}", f.path().display());
-    f.record_error(msg);
+async fn hand_over(logs: &InstanceLogs, which: Which, framer: &mut Framer) {
+    while let Some(chunk) = framer.next_chunk() {
+        logs.files.submit(which, chunk).await;
+    }
 }
 
 /// Read once into the uninitialised spare capacity of `buf` (never touching
@@ -298,6 +274,8 @@ mod tests {
     use std::time::Duration;
 
     use crate::config::StderrTarget;
+
+    use super::super::writer::MAX_BACKLOG;
 
     fn policy(timestamps: bool) -> LogPolicy {
         LogPolicy {
@@ -538,26 +516,300 @@ mod tests {
 
     #[test]
     fn idle_framer_holds_no_read_buffer() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = Mutex::new(RotatingFile::open(
-            dir.path().join("f.log"),
-            RotationPolicy::from(&policy(true)),
-        ));
+        let mut chunks = Vec::new();
         let mut framer = Framer {
             timestamps: true,
             ..Framer::default()
         };
         framer.buf.reserve_exact(MAX_LINE);
         framer.buf.extend_from_slice(b"done\npartial");
-        framer.emit_complete(&file);
+        chunks.extend(std::iter::from_fn(|| framer.next_chunk()));
         framer.shrink_when_idle();
         assert_eq!(framer.buf, b"partial");
         assert!(framer.buf.capacity() < 64, "{}", framer.buf.capacity());
-        assert_eq!(framer.staging.capacity(), 0);
         framer.buf.extend_from_slice(b" line\n");
-        framer.emit_complete(&file);
+        chunks.extend(std::iter::from_fn(|| framer.next_chunk()));
         framer.shrink_when_idle();
         assert_eq!(framer.buf.capacity(), 0);
+        assert_eq!(chunks.len(), 2);
+        // A timestamped chunk is allocated to its exact size.
+        assert!(chunks.iter().all(|c| c.len() == c.capacity()));
+    }
+
+    #[test]
+    fn framer_hands_over_its_read_buffer_when_it_is_mostly_whole_lines() {
+        let mut chunks = Vec::new();
+        let mut framer = Framer::default();
+        framer.buf.reserve_exact(MAX_LINE);
+        let lines = "x".repeat(99) + "\n";
+        framer.buf.extend_from_slice(lines.repeat(400).as_bytes());
+        framer.buf.extend_from_slice(b"unfinished");
+        let read_buffer = framer.buf.as_ptr();
+        chunks.extend(std::iter::from_fn(|| framer.next_chunk()));
+        assert_eq!(framer.buf, b"unfinished");
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(
+            chunks[0].as_ptr(),
+            read_buffer,
+            "the buffer itself, not a copy"
+        );
+        assert_eq!(chunks[0], lines.repeat(400).as_bytes());
+        // A few short lines are copied out instead: a 64 KiB buffer is not
+        // queued for them.
+        framer.buf.reserve_exact(MAX_LINE - framer.buf.len());
+        framer.buf.extend_from_slice(b" line\nnext");
+        chunks.extend(std::iter::from_fn(|| framer.next_chunk()));
+        assert_eq!(chunks[1], b"unfinished line\n");
+        assert_eq!(chunks[1].capacity(), chunks[1].len());
+        assert_eq!(framer.buf, b"next");
+    }
+
+    /// Lines of every length (some cut) in pieces of every size, through the
+    /// pump and the writer thread: the file, with timestamps stripped and cut
+    /// pieces joined, is exactly the input. On a current-thread runtime, as
+    /// the daemon's.
+    async fn lines_survive_the_handoff(timestamps: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = LogPaths {
+            stdout: dir.path().join("h.log"),
+            stderr: None,
+        };
+        let pol = LogPolicy {
+            max_size: 1 << 30,
+            ..policy(timestamps)
+        };
+        let logs = InstanceLogs::open_on(paths.clone(), &pol, Writer::start());
+        let mut input = Vec::new();
+        let mut lens = [0usize, 1, 57, 4000, MAX_LINE - 1, MAX_LINE, 150_000]
+            .iter()
+            .cycle();
+        for i in 0..600 {
+            input.extend_from_slice(format!("{i} ").as_bytes());
+            input.extend(std::iter::repeat(b'a' + (i % 26) as u8).take(*lens.next().unwrap()));
+            input.push(b'\n');
+        }
+        let mut sizes = [1usize, 37, 4096, 40_000, MAX_LINE, 100_000, 3]
+            .iter()
+            .cycle();
+        let mut pieces = Vec::new();
+        let mut rest = &input[..];
+        while !rest.is_empty() {
+            let n = (*sizes.next().unwrap()).min(rest.len());
+            pieces.push(rest[..n].to_vec());
+            rest = &rest[n..];
+        }
+        let (r, w) = pipe();
+        let tasks = logs.spawn_pumps(r, None);
+        let feeder = feed(w, pieces);
+        join_all(tasks).await;
+        feeder.join().unwrap();
+
+        let mut got = Vec::new();
+        for line in read(&paths.stdout).split_inclusive(|b| *b == b'\n') {
+            let line = if timestamps {
+                crate::logs::time::parse_prefix(line)
+                    .expect("timestamped")
+                    .1
+            } else {
+                line
+            };
+            let body = &line[..line.len() - 1];
+            match body.strip_suffix(LINE_CONTINUES_MARKER) {
+                Some(piece) => got.extend_from_slice(piece),
+                None => got.extend_from_slice(line),
+            }
+        }
+        assert_eq!(got.len(), input.len());
+        assert!(
+            got == input,
+            "the file is not the input (timestamps = {timestamps})"
+        );
+        assert_eq!(logs.stats().bytes_dropped, 0);
+    }
+
+    #[tokio::test]
+    async fn lines_survive_the_handoff_to_the_writer() {
+        lines_survive_the_handoff(false).await;
+    }
+
+    #[tokio::test]
+    async fn timestamped_lines_survive_the_handoff_to_the_writer() {
+        lines_survive_the_handoff(true).await;
+    }
+
+    /// Run `f` on a thread; fail if it has not returned within 5 s.
+    fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} waited on the stalled writer"))
+    }
+
+    /// Wait (at most 30 s) until `cond` holds.
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// An instance with a writer thread of its own, stalled, being fed 1.5
+    /// backlogs of numbered 64-byte lines into `<dir>/stalled.log`.
+    struct Stalled {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        logs: InstanceLogs,
+        pumps: Vec<JoinHandle<()>>,
+        feeder: std::thread::JoinHandle<()>,
+        /// Dropping it lets the writer go on.
+        release: std::sync::mpsc::Sender<()>,
+        input: Vec<u8>,
+    }
+
+    fn stalled_instance() -> Stalled {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stalled.log");
+        let paths = LogPaths {
+            stdout: path.clone(),
+            stderr: None,
+        };
+        let pol = LogPolicy {
+            max_size: 1 << 30,
+            ..policy(false)
+        };
+        let logs = InstanceLogs::open_on(paths, &pol, Writer::start());
+        let release = logs.files.stall();
+        let input: Vec<u8> = (0..MAX_BACKLOG * 3 / 2 / 64)
+            .flat_map(|i| format!("{i:063}\n").into_bytes())
+            .collect();
+        let (r, w) = pipe();
+        let pumps = logs.spawn_pumps(r, None);
+        let feeder = feed(w, input.chunks(MAX_LINE).map(<[u8]>::to_vec).collect());
+        Stalled {
+            _dir: dir,
+            path,
+            logs,
+            pumps,
+            feeder,
+            release,
+            input,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_behind_but_moving_paces_the_program_and_loses_nothing() {
+        let st = stalled_instance();
+        until("the backlog is full", || {
+            st.logs.files.backlog() > MAX_BACKLOG - MAX_LINE
+        })
+        .await;
+        // The pump waits for room: the program is blocked on its pipe.
+        assert!(!st.feeder.is_finished());
+        // The disk moves again well within `STALL`.
+        drop(st.release);
+        join_all(st.pumps).await;
+        st.feeder.join().unwrap();
+        assert!(read(&st.path) == st.input, "the file is not the input");
+        let s = st.logs.stats();
+        assert_eq!((s.bytes_dropped, s.last_error), (0, None));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_writer_drops_over_the_backlog_counts_reports_and_recovers() {
+        let st = stalled_instance();
+        let (logs, total) = (st.logs.clone(), st.input.len());
+        // After `STALL` without progress, the pump drains the pipe although
+        // nothing can be written.
+        until("the program wrote everything", || st.feeder.is_finished()).await;
+        st.feeder.join().unwrap();
+        until("the pump dropped what did not fit", || {
+            logs.bytes_dropped() as usize + logs.files.backlog() >= total
+        })
+        .await;
+
+        // Nothing the runtime calls waits for the writer.
+        let l = logs.clone();
+        let s = within("stats()", move || l.stats());
+        let l = logs.clone();
+        within("bytes_dropped(), paths() and reopen()", move || {
+            let _ = (l.bytes_dropped(), l.paths());
+            l.reopen();
+        });
+        assert!(logs.files.is_behind());
+        assert!(s.bytes_dropped as usize >= total - MAX_BACKLOG, "{s:?}");
+        assert_eq!(s.bytes_written, 0);
+        let err = s.last_error.unwrap();
+        assert!(
+            err.starts_with("log writer is 8 MiB behind writing `")
+                && err.contains("stalled.log")
+                && err.ends_with(&format!("dropped {} bytes", s.bytes_dropped)),
+            "{err}"
+        );
+
+        // The disk comes back: the backlog is written, whole lines in order.
+        drop(st.release);
+        join_all(st.pumps).await;
+        assert!(!logs.files.is_behind());
+        assert_eq!(logs.files.backlog(), 0);
+        let s = logs.stats();
+        let file = read(&st.path);
+        assert_eq!(s.bytes_written, file.len() as u64);
+        assert_eq!(s.bytes_written + s.bytes_dropped, st.input.len() as u64);
+        let mut last = None;
+        for line in file.split_inclusive(|b| *b == b'\n') {
+            assert_eq!(
+                line.len(),
+                64,
+                "torn line {:?}",
+                String::from_utf8_lossy(line)
+            );
+            let n: u64 = std::str::from_utf8(&line[..63]).unwrap().parse().unwrap();
+            assert!(last < Some(n), "{n} after {last:?}");
+            last = Some(n);
+        }
+
+        // The next run's output is written again and nothing more is dropped.
+        let (r, w) = pipe();
+        let tasks = logs.spawn_pumps(r, None);
+        feed(w, vec![b"back\n".to_vec()]).join().unwrap();
+        join_all(tasks).await;
+        assert!(read(&st.path).ends_with(b"\nback\n"));
+        assert_eq!(logs.stats().bytes_dropped, s.bytes_dropped);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reopen_is_ordered_with_output_handed_over_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = LogPaths {
+            stdout: dir.path().join("r.log"),
+            stderr: None,
+        };
+        let moved = dir.path().join("r.log.moved");
+        let logs = InstanceLogs::open_on(paths.clone(), &policy(false), Writer::start());
+        let run = |text: &'static [u8]| {
+            let (r, w) = pipe();
+            let tasks = logs.spawn_pumps(r, None);
+            feed(w, vec![text.to_vec()]).join().unwrap();
+            tasks
+        };
+        join_all(run(b"old\n")).await;
+        let release = logs.files.stall();
+        let before = run(b"before the reopen\n");
+        until("the line is queued", || logs.files.backlog() > 0).await;
+        // What logrotate does, then SIGUSR1; the writer is still stalled.
+        std::fs::rename(&paths.stdout, &moved).unwrap();
+        logs.reopen();
+        let queued = logs.files.backlog();
+        let after = run(b"after the reopen\n");
+        until("the next line is queued", || logs.files.backlog() > queued).await;
+        drop(release);
+        join_all(before).await;
+        join_all(after).await;
+        assert_eq!(read(&moved), b"old\nbefore the reopen\n");
+        assert_eq!(read(&paths.stdout), b"after the reopen\n");
     }
 
     /// Compares `writer | ward pump > file` with `writer | cat > file`.

@@ -3,12 +3,16 @@
 //!
 //! Owns every byte between a child's pipes and the disk, and the reading of
 //! those files. Must never block or kill a child because of a disk problem
-//! (a failed write is counted as dropped and retried), never lose or
-//! duplicate a line across a rotation, and never start or stop processes.
+//! (a failed write is counted as dropped and retried; output is dropped and
+//! counted while the disk is stalled), never make the async runtime wait on
+//! a program log file, never lose or duplicate a line across a rotation, and
+//! never start or stop processes.
 //!
 //! Files:
 //! - `rotate`: [`RotatingFile`], size-based rotation, gzip, age limit.
 //! - `capture`: [`InstanceLogs`], the pipe pumps of one instance.
+//! - `writer`: the `ward-logs` thread that writes every program log, and
+//!   the per-instance backlog.
 //! - `own`: [`own_log_writer`], ward's own `ward.log` for `tracing`.
 //! - `read`: tail, follow and [`run_logs`] for `ward logs`.
 //! - `time`: the RFC 3339 timestamp prefix.
@@ -20,12 +24,14 @@ mod own;
 mod read;
 mod rotate;
 mod time;
+mod writer;
 
 pub use capture::{InstanceLogs, LINE_CONTINUES_MARKER, MAX_LINE};
 pub use own::{own_log_writer, OwnLogGuard, OwnLogWriter};
 pub use read::{run_logs, tail_lines, Follower, LogSource, LogsOptions, Stream};
 pub use rotate::{rotated_path, RotatingFile, RotationPolicy};
 pub use time::{format_rfc3339, parse_prefix as parse_timestamp_prefix};
+pub use writer::flush;
 
 use std::path::PathBuf;
 

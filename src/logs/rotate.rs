@@ -9,7 +9,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -124,6 +124,14 @@ impl RotatingFile {
         self.stats.bytes_dropped
     }
 
+    pub fn bytes_written(&self) -> u64 {
+        self.stats.bytes_written
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.stats.last_error.as_deref()
+    }
+
     /// When the last error was recorded, to pick the latest of several files.
     pub(crate) fn last_error_at(&self) -> Option<Instant> {
         self.last_error_at
@@ -149,8 +157,8 @@ impl RotatingFile {
         }
     }
 
-    /// Record an error that happened outside this file (e.g. reading a pipe).
-    pub(crate) fn record_error(&mut self, msg: String) {
+    /// Record an error and report it once per episode.
+    fn record_error(&mut self, msg: String) {
         if !self.failing {
             self.failing = true;
             if self.report {
@@ -192,6 +200,45 @@ impl RotatingFile {
             };
             self.write_raw(&buf[..take]);
             buf = &buf[take..];
+        }
+    }
+
+    /// Append several chunks of whole lines, in order: in one `writev` when
+    /// they all fit in the current file (the usual case), else each as
+    /// [`RotatingFile::write_lines`] does.
+    pub fn write_chunks(&mut self, chunks: &[Vec<u8>]) {
+        let total: usize = chunks.iter().map(Vec::len).sum();
+        let room = self.policy.max_size.saturating_sub(self.size);
+        let file = match self.file.as_mut() {
+            Some(f) if chunks.len() > 1 && !self.mid_line && total as u64 <= room => f,
+            _ => {
+                for c in chunks {
+                    self.write_lines(c);
+                }
+                return;
+            }
+        };
+        let slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+        let written = loop {
+            match file.write_vectored(&slices) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => break r.unwrap_or(0),
+            }
+        };
+        self.size += written as u64;
+        self.stats.bytes_written += written as u64;
+        if written == total {
+            return self.note_success();
+        }
+        // A short write or an error: the rest as single writes, which retry,
+        // and count and report a failure as usual.
+        let mut skip = written;
+        for c in chunks {
+            let done = skip.min(c.len());
+            skip -= done;
+            if done < c.len() {
+                self.write_lines(&c[done..]);
+            }
         }
     }
 
@@ -269,6 +316,11 @@ impl RotatingFile {
                 }
             }
         }
+        self.note_success();
+    }
+
+    /// A write went through: end an error episode, if any.
+    fn note_success(&mut self) {
         if self.failing {
             self.failing = false;
             if self.report {
@@ -591,6 +643,48 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "kept\n");
         assert_eq!(f.stats().bytes_written, 5);
         assert_eq!(f.stats().bytes_dropped, 14);
+    }
+
+    #[test]
+    fn write_chunks_writes_what_write_lines_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        let mut batched = RotatingFile::open(a.clone(), policy(300, 100));
+        let mut single = RotatingFile::open(b.clone(), policy(300, 100));
+        let mut n = 0;
+        for round in 0..40 {
+            // Batches of 1 to 4 chunks of 1 to 3 lines: some fit in the
+            // current file, some cross a rotation.
+            let chunks: Vec<Vec<u8>> = (0..round % 4 + 1)
+                .map(|c| {
+                    (0..(round + c) % 3 + 1)
+                        .map(|_| {
+                            n += 1;
+                            format!("line {n}\n")
+                        })
+                        .collect::<String>()
+                        .into_bytes()
+                })
+                .collect();
+            batched.write_chunks(&chunks);
+            for c in &chunks {
+                single.write_lines(c);
+            }
+        }
+        assert_eq!(all_lines(&a, 100), all_lines(&b, 100));
+        assert_eq!(all_lines(&a, 100).len(), n);
+        assert!(rotated_path(&a, 5, false).exists());
+        assert_eq!(batched.stats(), single.stats());
+
+        // Every chunk of a failed `writev` is retried, then counted, and
+        // the error kept.
+        let full = dir.path().join("full.log");
+        std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+        let mut f = RotatingFile::open(full, policy(1 << 20, 3));
+        f.reopen();
+        f.write_chunks(&[b"one\n".to_vec(), b"two\n".to_vec()]);
+        assert_eq!(f.stats().bytes_dropped, 8);
+        assert!(f.stats().last_error.unwrap().contains("full.log"));
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Log capture end to end (docs/LOGS.md): numbered lines across dozens of
 //! rotations, line framing (partial, long, binary, merged streams), a full
-//! disk, `ward logs -f` across rotations, and SIGUSR1 reopening.
+//! disk, a stalled disk, `ward logs -f` across rotations, and SIGUSR1
+//! reopening.
 
 use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -387,6 +390,199 @@ fn max_number(text: &[u8]) -> u64 {
         .filter_map(number_of)
         .max()
         .unwrap_or(0)
+}
+
+/// A FIFO standing in for a stalled disk: ward's writes to it block once
+/// 64 KiB are unread. Its read end is opened at once (so no open waits for
+/// it) and read only after [`StalledDisk::release`], by a thread, until the
+/// value is dropped.
+struct StalledDisk {
+    reader: Option<fs::File>,
+    got: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    drainer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StalledDisk {
+    fn create(path: &std::path::Path) -> StalledDisk {
+        use std::os::unix::fs::OpenOptionsExt;
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+        let reader = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open {} for reading: {e}", path.display()));
+        StalledDisk {
+            reader: Some(reader),
+            got: Arc::default(),
+            stop: Arc::default(),
+            drainer: None,
+        }
+    }
+
+    /// The disk works again: read everything written to the FIFO.
+    fn release(&mut self) {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let mut reader = self.reader.take().expect("released once");
+        let (got, stop) = (self.got.clone(), self.stop.clone());
+        self.drainer = Some(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let stopping = stop.load(Ordering::SeqCst);
+                match reader.read(&mut buf) {
+                    Ok(n) if n > 0 => got.lock().unwrap().extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    _ if stopping => break,
+                    // No writer has it open (ward is gone): poll would not wait.
+                    Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+                    Err(_) => {
+                        let mut fd = libc::pollfd {
+                            fd: reader.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        // SAFETY: poll on one valid descriptor.
+                        unsafe { libc::poll(&mut fd, 1, 50) };
+                    }
+                }
+            }
+        }));
+    }
+
+    /// What was read from the FIFO so far.
+    fn read(&self) -> Vec<u8> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StalledDisk {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.drainer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const FLOOD_LINE: &str = "flood 0123456789012345678901234567890123456789";
+const FLOOD_LINES: u64 = 600_000;
+
+#[test]
+fn a_stalled_disk_is_buffered_then_dropped_and_reported_while_ward_keeps_supervising() {
+    let env = TestEnv::new();
+    let dir = env.root.join("stalled");
+    fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("flood.out.log");
+    // Dropped before the env: the daemon's exit does not wait for it (its
+    // last flush has a deadline), and after the release nothing is left.
+    let mut disk = StalledDisk::create(&log);
+    env.config(&format!(
+        r#"
+[[program]]
+name = "flood"
+command = 'yes "{FLOOD_LINE}" | head -n {FLOOD_LINES}; echo > flooded; until [ -e go ]; do sleep 0.01; done; echo after-the-stall; exec sleep 1000'
+min_uptime = "0s"
+restart = "never"
+log = {{ stdout = "{}", max_size = "1GiB" }}
+
+[[program]]
+name = "crasher"
+command = "sleep 0.1; exit 1"
+min_uptime = "0s"
+backoff = {{ initial = "50ms", max = "50ms", jitter = 0.0 }}
+max_restarts = 0
+"#,
+        log.display()
+    ));
+    env.up();
+    // 28 MB through a log that takes 64 KiB: the program is paced for at
+    // most a second, then its output is dropped and it runs on.
+    env.wait_until(
+        "the flood ends although its log is stalled",
+        DEADLINE,
+        || env.root.join("flooded").exists(),
+    );
+    let mut p = Value::Null;
+    env.wait_until("ward counts the dropped bytes", DEADLINE, || {
+        p = env.prog("flood");
+        p["log"]["bytes_dropped"].as_u64() > Some(10_000_000)
+    });
+    let err = p["log"]["last_error"].as_str().unwrap_or("");
+    env.check(
+        err.starts_with("log writer is 8 MiB behind writing `")
+            && err.contains("flood.out.log")
+            && err.contains("(slow or stalled disk?); dropped "),
+        format!("last_error says what happened and why: {p}"),
+    );
+    env.check(
+        p["log"]["bytes_written"].as_u64() <= Some(1 << 17),
+        format!("the FIFO takes 64 KiB: the disk is not stalled? {p}"),
+    );
+
+    // The writer thread is blocked in a write; the rest of ward is not.
+    let restarts = |env: &TestEnv| env.prog("crasher")["restarts"].as_u64().unwrap_or(0);
+    let r0 = restarts(&env);
+    env.wait_until("the crashing program is restarted", DEADLINE, || {
+        restarts(&env) >= r0 + 3
+    });
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = env.ward(&["status"]);
+        let took = t.elapsed();
+        env.check(
+            out.status.success() && took < Duration::from_secs(2),
+            format!("`ward status` took {took:?} while the log disk is stalled\n{out}"),
+        );
+    }
+    let own = || fs::read_to_string(env.state_dir.join("ward.log")).unwrap_or_default();
+    let count = |text: &str, what: &str| {
+        text.lines()
+            .filter(|l| l.contains(what) && l.contains("flood.out.log"))
+            .count()
+    };
+    let text = own();
+    env.check(
+        count(&text, "log writer is behind") == 1 && count(&text, "caught up") == 0,
+        format!("ward.log should warn once while the disk is stalled:\n{text}"),
+    );
+
+    // The disk works again: the backlog is written, then new output.
+    disk.release();
+    env.wait_until("ward.log says the writer caught up", DEADLINE, || {
+        count(&own(), "log writer caught up") == 1
+    });
+    let dropped = env.prog("flood")["log"]["bytes_dropped"].clone();
+    fs::write(env.root.join("go"), "").unwrap();
+    env.wait_until("the next line reaches the log", DEADLINE, || {
+        disk.read().ends_with(b"after-the-stall\n")
+    });
+    let got = disk.read();
+    let whole = got
+        .strip_suffix(b"after-the-stall\n")
+        .unwrap_or_default()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .all(|l| l == FLOOD_LINE.as_bytes());
+    env.check(whole, "the log holds whole flood lines, then the last line");
+    let p = env.prog("flood");
+    let total = FLOOD_LINES * (FLOOD_LINE.len() as u64 + 1) + 16;
+    env.check(
+        p["log"]["bytes_dropped"] == dropped
+            && p["log"]["bytes_written"] == got.len() as u64
+            && p["log"]["bytes_dropped"].as_u64().unwrap_or(0) + got.len() as u64 == total,
+        format!(
+            "every byte is written or counted as dropped once ({} read from the log, {total} printed): {p}",
+            got.len()
+        ),
+    );
+    let r1 = restarts(&env);
+    env.wait_until("the crashing program is still restarted", DEADLINE, || {
+        restarts(&env) >= r1 + 2
+    });
+    drop(env);
+    drop(disk);
 }
 
 const SLOW_WRITER: &str = r#"
