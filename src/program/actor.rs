@@ -18,8 +18,8 @@ use tokio::time::sleep_until;
 
 use super::state::{after_exit, AfterExit, Phase, RunEnd};
 use super::{
-    constant_time_eq, BeatAuth, BeatGate, BeatMsg, BeatRefused, Context, Kind, LastExit, Outcome,
-    Request, Snapshot, Transition,
+    constant_time_eq, BeatAuth, BeatGate, BeatMsg, BeatRefused, Context, Kind, LastExit, Msg,
+    Outcome, Request, Snapshot, Transition,
 };
 use crate::backoff::Jitter;
 use crate::config::Instance;
@@ -71,10 +71,9 @@ pub(super) fn spawn(
     instance: Instance,
     ctx: Arc<Context>,
     logs: InstanceLogs,
-    rx: mpsc::Receiver<(Request, oneshot::Sender<Outcome>)>,
+    rx: mpsc::Receiver<Msg>,
     snap_tx: watch::Sender<Snapshot>,
-    beats_rx: mpsc::Receiver<Box<BeatMsg>>,
-    beats_tx: mpsc::Sender<Box<BeatMsg>>,
+    inbox: mpsc::WeakSender<Msg>,
     gate: Arc<BeatGate>,
 ) {
     let epoch = ctx.epoch.subscribe();
@@ -103,8 +102,7 @@ pub(super) fn spawn(
         spawns: 0,
         start_waiters: Vec::new(),
         stop_waiters: Vec::new(),
-        beats_rx,
-        beats_tx,
+        inbox,
         gate,
         live: Live::default(),
     };
@@ -128,7 +126,7 @@ struct Actor {
     ctx: Arc<Context>,
     epoch: watch::Receiver<u64>,
     logs: InstanceLogs,
-    rx: mpsc::Receiver<(Request, oneshot::Sender<Outcome>)>,
+    rx: mpsc::Receiver<Msg>,
     snap_tx: watch::Sender<Snapshot>,
     /// The published state; `snap.state` is the phase.
     snap: Snapshot,
@@ -144,8 +142,9 @@ struct Actor {
     start_waiters: Vec<oneshot::Sender<Outcome>>,
     stop_waiters: Vec<oneshot::Sender<Outcome>>,
     jitter: Jitter,
-    beats_rx: mpsc::Receiver<Box<BeatMsg>>,
-    beats_tx: mpsc::Sender<Box<BeatMsg>>,
+    /// The own inbox, for the IPC listener; weak, so that the inbox closes
+    /// (and the actor ends) once every handle is gone.
+    inbox: mpsc::WeakSender<Msg>,
     /// This instance's run tokens, shared with its handles.
     gate: Arc<BeatGate>,
     live: Live,
@@ -208,15 +207,14 @@ impl Actor {
                 let has_child = exit_rx.is_some();
                 let rx = &mut self.rx;
                 let epoch = &mut self.epoch;
-                let beats = &mut self.beats_rx;
                 let notify = self.live.notify.as_ref();
                 let notify_uid = self.live.notify_uid;
                 tokio::select! {
-                    req = rx.recv() => match req {
-                        Some((r, reply)) => Event::Request(r, reply),
+                    msg = rx.recv() => match msg {
+                        Some(Msg::Request(r, reply)) => Event::Request(r, reply),
+                        Some(Msg::Beat(b)) => Event::Beat(b),
                         None => Event::Closed,
                     },
-                    Some(b) = beats.recv() => Event::Beat(b),
                     got = async { notify.expect("guarded").next(notify_uid).await }, if notify.is_some() => Event::Notify(got),
                     exit = async { exit_rx.as_mut().expect("guarded").await }, if has_child => {
                         // The reaper only drops the sender when it is shutting down.
@@ -329,8 +327,9 @@ impl Actor {
         loop {
             tokio::select! {
                 () = &mut drain => return,
-                req = self.rx.recv() => match req {
-                    Some((r, reply)) => self.request_while_stopping(r, reply),
+                msg = self.rx.recv() => match msg {
+                    Some(Msg::Request(r, reply)) => self.request_while_stopping(r, reply),
+                    Some(Msg::Beat(b)) => self.on_beat(*b),
                     None => {
                         drain.as_mut().await;
                         return;
@@ -438,7 +437,7 @@ impl Actor {
                     env.push(("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into()));
                     self.live.listeners.push(tokio::spawn(ipc_listener(
                         parent,
-                        self.beats_tx.clone(),
+                        self.inbox.clone(),
                         run,
                     )));
                     ipc = Some(child);
@@ -1364,7 +1363,7 @@ fn ipc_channel() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// Read Node IPC messages (JSON lines); `"ready"` (from `process.send('ready')`)
 /// is a ready beat, anything else a plain sign of life.
-async fn ipc_listener(fd: OwnedFd, tx: mpsc::Sender<Box<BeatMsg>>, run: u64) {
+async fn ipc_listener(fd: OwnedFd, inbox: mpsc::WeakSender<Msg>, run: u64) {
     use tokio::io::AsyncBufReadExt;
     let std = std::os::unix::net::UnixStream::from(fd);
     if std.set_nonblocking(true).is_err() {
@@ -1384,11 +1383,12 @@ async fn ipc_listener(fd: OwnedFd, tx: mpsc::Sender<Box<BeatMsg>>, run: u64) {
             ready,
             ..Beat::default()
         };
-        let _ = tx.try_send(Box::new(BeatMsg {
+        let Some(tx) = inbox.upgrade() else { return };
+        let _ = tx.try_send(Msg::Beat(Box::new(BeatMsg {
             beat: Ok(beat),
             auth: BeatAuth::Run(run),
             reply: None,
-        }));
+        })));
     }
 }
 

@@ -29,8 +29,18 @@ pub enum Request {
     Restart,
 }
 
-/// Heartbeats queued per instance before new ones are coalesced away.
-const BEAT_QUEUE: usize = 256;
+/// Messages queued per instance before new heartbeats are coalesced away.
+const INBOX: usize = 256;
+/// Room in the inbox that heartbeats never take, so a flood of them cannot
+/// crowd out a start, stop or restart.
+const REQUEST_ROOM: usize = 16;
+
+/// What an actor's inbox carries: requests and heartbeats share one channel
+/// (a channel costs ~0.8 KiB per instance).
+pub(crate) enum Msg {
+    Request(Request, oneshot::Sender<Outcome>),
+    Beat(Box<BeatMsg>),
+}
 
 /// The result of a request, once it has taken effect: a message either way.
 pub type Outcome = Result<String, String>;
@@ -272,9 +282,7 @@ pub struct ProgramHandle {
     pub id: String,
     pub program: Arc<Program>,
     pub logs: InstanceLogs,
-    tx: mpsc::Sender<(Request, oneshot::Sender<Outcome>)>,
-    // Boxed: a channel allocates its first block of 32 slots at once.
-    beats: mpsc::Sender<Box<BeatMsg>>,
+    tx: mpsc::Sender<Msg>,
     gate: Arc<BeatGate>,
     state: watch::Receiver<Snapshot>,
 }
@@ -283,27 +291,25 @@ impl ProgramHandle {
     /// Start the actor for `instance`. Its dependencies are looked up by
     /// name in `ctx.registry`.
     pub fn spawn(instance: Instance, ctx: Arc<Context>, logs: InstanceLogs) -> ProgramHandle {
-        let (tx, rx) = mpsc::channel(16);
-        let (beats, beats_rx) = mpsc::channel(BEAT_QUEUE);
+        let (tx, rx) = mpsc::channel(INBOX);
         let (snap_tx, state) = watch::channel(actor::initial_snapshot(&instance));
         let gate = Arc::new(BeatGate::default());
         let handle = ProgramHandle {
             id: instance.id.clone(),
             program: instance.program.clone(),
             logs: logs.clone(),
-            tx,
-            beats: beats.clone(),
+            tx: tx.clone(),
             gate: gate.clone(),
             state,
         };
-        actor::spawn(instance, ctx, logs, rx, snap_tx, beats_rx, beats, gate);
+        actor::spawn(instance, ctx, logs, rx, snap_tx, tx.downgrade(), gate);
         handle
     }
 
     /// Send a request and wait until it has taken effect.
     pub async fn request(&self, req: Request) -> Outcome {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send((req, reply)).await.is_err() {
+        if self.tx.send(Msg::Request(req, reply)).await.is_err() {
             return Err("the program's actor is gone".into());
         }
         rx.await
@@ -313,7 +319,7 @@ impl ProgramHandle {
     /// Send a request without waiting for its outcome.
     pub fn send(&self, req: Request) {
         let (reply, _) = oneshot::channel();
-        let _ = self.tx.try_send((req, reply));
+        let _ = self.tx.try_send(Msg::Request(req, reply));
     }
 
     /// Hand a heartbeat to the actor and wait for its verdict. A token is
@@ -327,12 +333,15 @@ impl ProgramHandle {
         if let BeatAuth::Token(t) = &auth {
             self.check_token(t)?;
         }
+        if self.tx.capacity() <= REQUEST_ROOM {
+            return Ok(());
+        }
         let (reply, rx) = oneshot::channel();
-        match self.beats.try_send(Box::new(BeatMsg {
+        match self.tx.try_send(Msg::Beat(Box::new(BeatMsg {
             beat: Ok(beat),
             auth,
             reply: Some(reply),
-        })) {
+        }))) {
             Ok(()) => rx.await.unwrap_or(Err(BeatRefused::Gone)),
             Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(BeatRefused::Gone),

@@ -531,7 +531,9 @@ macro_rules! write_batch {
         }
         let mut events: Vec<EventRow> = p.events.iter().cloned().collect();
         if let Some(current) = &p.current {
+            // Rare (a reload, a start): not kept prepared, like the two below.
             let existing = sqlx::query("SELECT program, instance, name, state FROM worker_status WHERE host = $1 AND state <> 'removed'")
+                .persistent(false)
                 .bind(host)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -544,6 +546,7 @@ macro_rules! write_batch {
             }
             for key in removed_keys(&keys, current) {
                 sqlx::query(&mark_removed_sql(d))
+                    .persistent(false)
                     .bind(host)
                     .bind(&key.0)
                     .bind(key.1)
@@ -566,7 +569,7 @@ macro_rules! write_batch {
         }
         if let Some(before) = p.prune_before_ms {
             let sql = format!("DELETE FROM worker_events WHERE at < {}", d.ts(1));
-            w.pruned = sqlx::query(&sql).bind(ts(before)).execute(&mut *tx).await?.rows_affected();
+            w.pruned = sqlx::query(&sql).persistent(false).bind(ts(before)).execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
         Ok(w)
@@ -787,6 +790,13 @@ impl Db {
             url: redact(url),
             source,
         })?;
+        if let Db::Sqlite(pool) = self {
+            // The migrator's and `applied`'s statements stay prepared in the
+            // connection's cache, in ward's memory, and never run again.
+            if let Ok(mut conn) = pool.acquire().await {
+                let _ = sqlx::Connection::clear_cached_statements(&mut *conn).await;
+            }
+        }
         Ok(self
             .known_migrations()
             .into_iter()
