@@ -122,6 +122,8 @@ pub fn prepare_state_dir(state_dir: &Path) -> Result<Flock<File>, DaemonError> {
 /// their channels, which work across runtimes. Only started when `http` is
 /// set; it ends with the process.
 fn spawn_http(addr: std::net::SocketAddr, sup: Arc<Supervisor>) {
+    const WITHOUT: &str =
+        "ward goes on without it (sd_notify, IPC and `ward beat NAME` still work)";
     let spawned = std::thread::Builder::new()
         .name("ward-http".into())
         .spawn(move || {
@@ -130,11 +132,11 @@ fn spawn_http(addr: std::net::SocketAddr, sup: Arc<Supervisor>) {
                 .build()
             {
                 Ok(rt) => rt.block_on(crate::heartbeat::http::serve(addr, sup)),
-                Err(e) => tracing::error!(error = %e, "cannot start the heartbeat HTTP endpoint's runtime; ward goes on without it (sd_notify, IPC and `ward beat NAME` still work)"),
+                Err(e) => tracing::error!(error = %e, "cannot start the heartbeat HTTP endpoint's runtime; {WITHOUT}"),
             }
         });
     if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the heartbeat HTTP endpoint's thread; ward goes on without it (sd_notify, IPC and `ward beat NAME` still work)");
+        tracing::error!(error = %e, "cannot start the heartbeat HTTP endpoint's thread; {WITHOUT}");
     }
 }
 

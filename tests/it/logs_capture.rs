@@ -435,8 +435,9 @@ impl StalledDisk {
                     Ok(n) if n > 0 => got.lock().unwrap().extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     _ if stopping => break,
-                    // No writer has it open (ward is gone): poll would not wait.
-                    Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+                    // No writer has it open (ward is gone), so poll(2) would
+                    // not wait: poll the FIFO every 10 ms until `stop` is set.
+                    Ok(_) => std::thread::sleep(Duration::from_millis(10)), // poll interval until stop
                     Err(_) => {
                         let mut fd = libc::pollfd {
                             fd: reader.as_raw_fd(),
