@@ -25,9 +25,13 @@ trap 'exit 130' INT TERM
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-say "building ward, the heartbeat load generator and the store benchmark (release)"
-(cd "$repo" && cargo build --release --quiet --bin ward --example heartbeat_load)
-ward="$repo/target/release/ward"
+say "building the heartbeat load generator, the store benchmark and ward (release)"
+# The load generator and the store benchmark are built with the
+# dev-dependencies, whose tokio features (a multi-thread runtime) cargo merges
+# into every crate of that build, the `ward` binary included. So ward is built
+# last, on its own, as `cargo build --release` builds it for users, and copied
+# out of target/ before anything can rebuild it.
+(cd "$repo" && cargo build --release --quiet --example heartbeat_load)
 load="$repo/target/release/examples/heartbeat_load"
 # The status-table benchmark is the ignored `bench` test of tests/store (it
 # starts its own PostgreSQL from the machine's binaries, like the store tests).
@@ -38,6 +42,9 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "store" and m.get("executable"):
         print(m["executable"])')"
 [[ -x "$store_bench" ]] || { echo "could not build the store benchmark (cargo test --release --test store --no-run)" >&2; exit 1; }
+(cd "$repo" && cargo build --release --quiet --bin ward)
+ward="$tmp/ward"
+cp "$repo/target/release/ward" "$ward"
 
 if ! command -v supervisord >/dev/null || ! command -v supervisorctl >/dev/null; then
     say "installing supervisor (pip)"
@@ -65,9 +72,9 @@ gcc -O2 -o "$tmp/writer" "$here/writer.c"
 
 # Versions, without starting a PM2 daemon (`pm2 --version` would start one in ~/.pm2).
 pm2_version="$(node -e 'console.log(require(process.argv[1]).version)' "$(npm root -g)/pm2/package.json" 2>/dev/null || echo '?')"
-python3 - "$tmp/meta.json" "$ward" "$pm2_version" <<'PY'
+python3 - "$tmp/meta.json" "$ward" "$pm2_version" "$repo" <<'PY'
 import json, platform, subprocess, sys, os
-path, ward, pm2v = sys.argv[1:4]
+path, ward, pm2v, repo = sys.argv[1:5]
 def run(*a):
     try:
         return subprocess.run(a, capture_output=True, text=True, timeout=30).stdout.strip()
@@ -82,7 +89,7 @@ meta = {
     "CPU": f"{model} ({os.cpu_count()} cores, nproc {run('nproc')})",
     "memory": f"{int(mem) / 1048576:.1f} GiB",
     "kernel": run("uname", "-sr"),
-    "ward": f"{run(ward, '--version')} (git {run('git', '-C', os.path.dirname(ward), 'rev-parse', '--short', 'HEAD')}, release build)",
+    "ward": f"{run(ward, '--version')} (git {run('git', '-C', repo, 'rev-parse', '--short', 'HEAD')}, release build)",
     "supervisord": run("supervisord", "--version"),
     "PM2": pm2v,
     "node": run("node", "--version"),
