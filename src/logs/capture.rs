@@ -1,5 +1,5 @@
 //! `InstanceLogs`: the log files of one supervised instance and the pump
-//! tasks that drain its stdout/stderr pipes.
+//! task that drains its stdout/stderr pipes.
 //!
 //! Owns the line framing (whole lines, long-line splitting, timestamps): a
 //! pump reads a pipe and hands chunks of whole lines to the log writer
@@ -71,30 +71,41 @@ impl InstanceLogs {
 
     /// Drain the read ends of a new run's pipes into the files until EOF.
     ///
-    /// Must be called inside a tokio runtime. Pumps of an earlier run finish
-    /// by themselves at their EOF. The caller must have closed its copies of
-    /// the write ends, or EOF never comes.
+    /// Must be called inside a tokio runtime. The pump of an earlier run
+    /// finishes by itself at its EOF. The caller must have closed its copies
+    /// of the write ends, or EOF never comes.
     pub fn attach(&self, stdout: OwnedFd, stderr: Option<OwnedFd>) {
-        let _ = self.spawn_pumps(stdout, stderr);
+        // Detached: the pump ends by itself at EOF.
+        drop(self.spawn_pump(stdout, stderr));
     }
 
-    /// [`InstanceLogs::attach`], returning the pump tasks (for tests and for
-    /// a caller that wants to wait until output is drained). A pump finishes
-    /// once everything it read is written (or dropped and counted).
-    pub(crate) fn spawn_pumps(
-        &self,
-        stdout: OwnedFd,
-        stderr: Option<OwnedFd>,
-    ) -> Vec<JoinHandle<()>> {
-        let mut tasks = Vec::new();
-        for (fd, which) in [(Some(stdout), Which::Out), (stderr, Which::Err)] {
-            let Some(fd) = fd else { continue };
-            match Receiver::from_owned_fd(fd) {
-                Ok(rx) => tasks.push(tokio::spawn(pump(self.clone(), which, rx))),
-                Err(e) => self.read_failed(which, e),
+    /// [`InstanceLogs::attach`], returning the pump task (for tests and for a
+    /// caller that wants to wait until output is drained). One task drains
+    /// both pipes: they share the instance's backlog, so a full backlog
+    /// would pause both anyway, and a task per pipe cost about 0.8 KiB per
+    /// program. The pump finishes once both pipes are at EOF and everything
+    /// it read is written (or dropped and counted).
+    pub(crate) fn spawn_pump(&self, stdout: OwnedFd, stderr: Option<OwnedFd>) -> JoinHandle<()> {
+        let out = self.stream(Which::Out, Some(stdout));
+        let err = self.stream(Which::Err, stderr);
+        tokio::spawn(pump(self.clone(), [out, err]))
+    }
+
+    fn stream(&self, which: Which, fd: Option<OwnedFd>) -> Option<Stream> {
+        match Receiver::from_owned_fd(fd?) {
+            Ok(rx) => Some(Stream {
+                which,
+                rx,
+                framer: Framer {
+                    timestamps: self.timestamps,
+                    ..Framer::default()
+                },
+            }),
+            Err(e) => {
+                self.read_failed(which, e);
+                None
             }
         }
-        tasks
     }
 
     /// Bytes dropped so far on both streams.
@@ -210,43 +221,70 @@ impl Framer {
     }
 }
 
-async fn pump(logs: InstanceLogs, which: Which, rx: Receiver) {
-    let mut framer = Framer {
-        timestamps: logs.timestamps,
-        ..Framer::default()
-    };
+/// One pipe of a run and the line framing of what was read from it.
+struct Stream {
+    which: Which,
+    rx: Receiver,
+    framer: Framer,
+}
+
+/// Drain both pipes of a run (stderr may be absent) until both are at EOF.
+async fn pump(logs: InstanceLogs, mut streams: [Option<Stream>; 2]) {
     loop {
-        if let Err(e) = rx.readable().await {
-            logs.read_failed(which, e);
-            break;
-        }
-        match read_into(&rx, &mut framer.buf) {
-            Ok(0) => break,
+        let ready = {
+            let [out, err] = &streams;
+            if out.is_none() && err.is_none() {
+                break;
+            }
+            tokio::select! {
+                r = readable(out) => (0, r),
+                r = readable(err) => (1, r),
+            }
+        };
+        let (i, readable) = ready;
+        let Some(s) = &mut streams[i] else { continue };
+        let eof = match readable.and_then(|()| read_into(&s.rx, &mut s.framer.buf)) {
+            Ok(0) => true,
             Ok(n) => {
-                hand_over(&logs, which, &mut framer).await;
+                hand_over(&logs, s.which, &mut s.framer).await;
                 if n < MAX_LINE / 2 {
                     // The pipe is drained: do not keep 64 KiB per idle program.
-                    framer.shrink_when_idle();
+                    s.framer.shrink_when_idle();
                 }
+                false
             }
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => {
-                logs.read_failed(which, e);
-                break;
+                ) =>
+            {
+                false
             }
+            Err(e) => {
+                logs.read_failed(s.which, e);
+                true
+            }
+        };
+        if eof {
+            s.framer.end_line();
+            hand_over(&logs, s.which, &mut s.framer).await;
+            // Nothing of this pipe is held while the other drains: it is
+            // closed and its buffer freed.
+            streams[i] = None;
         }
     }
-    framer.end_line();
-    hand_over(&logs, which, &mut framer).await;
-    // Nothing of the run is held while waiting: the pipe is closed and the
-    // buffer freed. The flush comes after this pump's chunks, so when it is
-    // acknowledged they are in the file.
-    drop((framer, rx));
+    // The flush comes after this pump's chunks, so when it is acknowledged
+    // they are in the file.
     logs.files.writer().flush().await;
+}
+
+/// Wait until `stream`'s pipe is readable; never, for a finished stream.
+async fn readable(stream: &Option<Stream>) -> io::Result<()> {
+    match stream {
+        Some(s) => s.rx.readable().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn hand_over(logs: &InstanceLogs, which: Which, framer: &mut Framer) {
@@ -298,14 +336,11 @@ mod tests {
         })
     }
 
-    async fn join_all(tasks: Vec<JoinHandle<()>>) {
-        let deadline = Duration::from_secs(30);
-        for t in tasks {
-            tokio::time::timeout(deadline, t)
-                .await
-                .expect("pump finished in time")
-                .unwrap();
-        }
+    async fn join(pump: JoinHandle<()>) {
+        tokio::time::timeout(Duration::from_secs(30), pump)
+            .await
+            .expect("pump finished in time")
+            .unwrap();
     }
 
     fn read(p: &Path) -> Vec<u8> {
@@ -329,10 +364,10 @@ mod tests {
         pieces.push(b"no newline at eof".to_vec());
         let (r_out, w_out) = pipe();
         let (r_err, w_err) = pipe();
-        let tasks = logs.spawn_pumps(r_out, Some(r_err));
+        let tasks = logs.spawn_pump(r_out, Some(r_err));
         let a = feed(w_out, pieces);
         let b = feed(w_err, vec![b"err line\n".to_vec()]);
-        join_all(tasks).await;
+        join(tasks).await;
         a.join().unwrap();
         b.join().unwrap();
 
@@ -376,10 +411,10 @@ mod tests {
         };
         let (r_out, w_out) = pipe();
         let (r_err, w_err) = pipe();
-        let tasks = logs.spawn_pumps(r_out, Some(r_err));
+        let tasks = logs.spawn_pump(r_out, Some(r_err));
         let a = feed(w_out, stream("out"));
         let b = feed(w_err, stream("err"));
-        join_all(tasks).await;
+        join(tasks).await;
         a.join().unwrap();
         b.join().unwrap();
 
@@ -424,11 +459,11 @@ mod tests {
         };
         let logs = InstanceLogs::open(paths.clone(), &policy(true));
         let (r, w) = pipe();
-        let tasks = logs.spawn_pumps(r, None);
+        let tasks = logs.spawn_pump(r, None);
         feed(w, vec![b"one\ntw".to_vec(), b"o\n".to_vec()])
             .join()
             .unwrap();
-        join_all(tasks).await;
+        join(tasks).await;
         let text = String::from_utf8(read(&paths.stdout)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
@@ -451,9 +486,9 @@ mod tests {
         // keeps reading while every write fails.
         let line = format!("{}\n", "z".repeat(999));
         let (r, w) = pipe();
-        let tasks = logs.spawn_pumps(r, None);
+        let tasks = logs.spawn_pump(r, None);
         let writer = feed(w, vec![line.repeat(1000).into_bytes()]);
-        join_all(tasks).await;
+        join(tasks).await;
         writer.join().unwrap();
         let s = logs.stats();
         assert_eq!(s.bytes_dropped, 1_000_000);
@@ -463,15 +498,15 @@ mod tests {
         // Space freed; the next run of the program attaches new pipes.
         std::fs::remove_file(&paths.stdout).unwrap();
         let (r, w) = pipe();
-        let tasks = logs.spawn_pumps(r, None);
+        let tasks = logs.spawn_pump(r, None);
         feed(w, vec![b"back\n".to_vec()]).join().unwrap();
-        join_all(tasks).await;
+        join(tasks).await;
         assert_eq!(read(&paths.stdout), b"back\n");
         assert_eq!(logs.stats().bytes_dropped, 1_000_000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn attach_spawns_pumps_that_finish_at_eof() {
+    async fn attach_spawns_a_pump_that_finishes_at_eof() {
         let dir = tempfile::tempdir().unwrap();
         let paths = LogPaths {
             stdout: dir.path().join("x.log"),
@@ -504,10 +539,10 @@ mod tests {
         assert_eq!(logs.paths().stderr, None);
         let (r_out, w_out) = pipe();
         let (r_err, w_err) = pipe();
-        let tasks = logs.spawn_pumps(r_out, Some(r_err));
+        let tasks = logs.spawn_pump(r_out, Some(r_err));
         feed(w_out, vec![b"out\n".to_vec()]).join().unwrap();
         feed(w_err, vec![b"err\n".to_vec()]).join().unwrap();
-        join_all(tasks).await;
+        join(tasks).await;
         let text = String::from_utf8(read(&p)).unwrap();
         let mut lines: Vec<&str> = text.lines().collect();
         lines.sort();
@@ -599,9 +634,9 @@ mod tests {
             rest = &rest[n..];
         }
         let (r, w) = pipe();
-        let tasks = logs.spawn_pumps(r, None);
+        let tasks = logs.spawn_pump(r, None);
         let feeder = feed(w, pieces);
-        join_all(tasks).await;
+        join(tasks).await;
         feeder.join().unwrap();
 
         let mut got = Vec::new();
@@ -662,7 +697,7 @@ mod tests {
         _dir: tempfile::TempDir,
         path: std::path::PathBuf,
         logs: InstanceLogs,
-        pumps: Vec<JoinHandle<()>>,
+        pump: JoinHandle<()>,
         feeder: std::thread::JoinHandle<()>,
         /// Dropping it lets the writer go on.
         release: std::sync::mpsc::Sender<()>,
@@ -686,13 +721,13 @@ mod tests {
             .flat_map(|i| format!("{i:063}\n").into_bytes())
             .collect();
         let (r, w) = pipe();
-        let pumps = logs.spawn_pumps(r, None);
+        let pump = logs.spawn_pump(r, None);
         let feeder = feed(w, input.chunks(MAX_LINE).map(<[u8]>::to_vec).collect());
         Stalled {
             _dir: dir,
             path,
             logs,
-            pumps,
+            pump,
             feeder,
             release,
             input,
@@ -710,7 +745,7 @@ mod tests {
         assert!(!st.feeder.is_finished());
         // The disk moves again well within `STALL`.
         drop(st.release);
-        join_all(st.pumps).await;
+        join(st.pump).await;
         st.feeder.join().unwrap();
         assert!(read(&st.path) == st.input, "the file is not the input");
         let s = st.logs.stats();
@@ -751,7 +786,7 @@ mod tests {
 
         // The disk comes back: the backlog is written, whole lines in order.
         drop(st.release);
-        join_all(st.pumps).await;
+        join(st.pump).await;
         assert!(!logs.files.is_behind());
         assert_eq!(logs.files.backlog(), 0);
         let s = logs.stats();
@@ -773,9 +808,9 @@ mod tests {
 
         // The next run's output is written again and nothing more is dropped.
         let (r, w) = pipe();
-        let tasks = logs.spawn_pumps(r, None);
+        let tasks = logs.spawn_pump(r, None);
         feed(w, vec![b"back\n".to_vec()]).join().unwrap();
-        join_all(tasks).await;
+        join(tasks).await;
         assert!(read(&st.path).ends_with(b"\nback\n"));
         assert_eq!(logs.stats().bytes_dropped, s.bytes_dropped);
     }
@@ -791,11 +826,11 @@ mod tests {
         let logs = InstanceLogs::open_on(paths.clone(), &policy(false), Writer::start());
         let run = |text: &'static [u8]| {
             let (r, w) = pipe();
-            let tasks = logs.spawn_pumps(r, None);
+            let tasks = logs.spawn_pump(r, None);
             feed(w, vec![text.to_vec()]).join().unwrap();
             tasks
         };
-        join_all(run(b"old\n")).await;
+        join(run(b"old\n")).await;
         let release = logs.files.stall();
         let before = run(b"before the reopen\n");
         until("the line is queued", || logs.files.backlog() > 0).await;
@@ -806,8 +841,8 @@ mod tests {
         let after = run(b"after the reopen\n");
         until("the next line is queued", || logs.files.backlog() > queued).await;
         drop(release);
-        join_all(before).await;
-        join_all(after).await;
+        join(before).await;
+        join(after).await;
         assert_eq!(read(&moved), b"old\nbefore the reopen\n");
         assert_eq!(read(&paths.stdout), b"after the reopen\n");
     }
@@ -856,7 +891,7 @@ mod tests {
                 .stdout(Stdio::from(w))
                 .spawn()
                 .unwrap();
-            rt.block_on(async { join_all(logs.spawn_pumps(r, None)).await });
+            rt.block_on(async { join(logs.spawn_pump(r, None)).await });
             child.wait().unwrap();
             best_ward = best_ward.min(t.elapsed().as_secs_f64());
             // `head -c` cuts the last line; ward ends it with `\n` at EOF.

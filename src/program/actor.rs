@@ -3,7 +3,7 @@
 //! It spawns through the [`Reaper`](crate::reaper::Reaper), learns of exits
 //! from it, applies the pure decisions of [`state`](super::state), and
 //! publishes a [`Snapshot`] after every change. It never blocks on the
-//! database or on log files (the pumps run as their own tasks).
+//! database or on log files (each run's log pump is a task of its own).
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
