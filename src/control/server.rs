@@ -268,7 +268,7 @@ async fn beat_all(
     };
     let mut results = Vec::new();
     for h in handles {
-        let r = h.beat(beat.clone(), program::BeatAuth::Operator).await;
+        let r = h.beat(beat.clone()).await;
         results.push(crate::control::protocol::ActionResult {
             name: h.id.clone(),
             ok: r.is_ok(),

@@ -29,7 +29,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::{Beat, Counter, RunReport, MAX_BEAT, MAX_METADATA};
-use crate::program::{BeatAuth, BeatRefused, ProgramHandle};
+use crate::program::{BeatRefused, Offer, ProgramHandle, BEAT_BATCH};
 use crate::supervisor::Supervisor;
 
 /// How much of a ping's body is kept (its end: where errors usually are).
@@ -213,11 +213,20 @@ async fn deliver(
             return error(StatusCode::BAD_REQUEST, &why);
         }
     };
-    match handle.beat(beat, BeatAuth::Token(token)).await {
-        Ok(()) => json(
-            StatusCode::OK,
-            &serde_json::json!({"ok": true, "name": handle.id}),
-        ),
+    match handle.offer(beat, token) {
+        Ok(offer) => {
+            if offer == Offer::First {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(BEAT_BATCH).await;
+                    handle.wake_for_beats();
+                });
+            }
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"ok": true, "name": handle.id}),
+            )
+        }
         Err(e) => refused(&e),
     }
 }

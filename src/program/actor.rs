@@ -190,6 +190,8 @@ enum Event {
     Epoch,
     Beat(Box<BeatMsg>),
     Notify(Vec<Result<crate::heartbeat::Beat, crate::heartbeat::notify::DatagramError>>),
+    /// HTTP beats merged in the gate (`ProgramHandle::offer`).
+    PendingBeats,
     Closed,
 }
 
@@ -222,6 +224,7 @@ impl Actor {
                     }
                     _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => Event::Deadline,
                     _ = epoch.changed(), if waiting => Event::Epoch,
+                    () = self.gate.pending_ready() => Event::PendingBeats,
                 }
             };
             match event {
@@ -232,6 +235,15 @@ impl Actor {
                 }
                 Event::Deadline => self.on_timers().await,
                 Event::Beat(b) => self.on_beat(*b),
+                Event::PendingBeats => {
+                    if let Some((token, beat)) = self.gate.take_pending() {
+                        self.on_beat(BeatMsg {
+                            beat: Ok(beat),
+                            auth: BeatAuth::Token(token),
+                            reply: None,
+                        });
+                    }
+                }
                 Event::Notify(got) => {
                     for r in got {
                         let beat = r.map_err(|e| {

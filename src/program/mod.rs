@@ -173,6 +173,23 @@ pub struct BeatMsg {
     pub reply: Option<oneshot::Sender<Result<(), BeatRefused>>>,
 }
 
+/// What [`ProgramHandle::offer`] did with a beat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// The first of a batch: call [`ProgramHandle::wake_for_beats`] after
+    /// [`BEAT_BATCH`].
+    First,
+    /// Merged into a batch whose wake-up is already due.
+    Merged,
+    /// Queued on its own (a job's run report).
+    Queued,
+}
+
+/// How long HTTP beats are merged before the actor takes them: at 50,000
+/// beats/s the runtime thread then wakes 500 times a second instead of
+/// 50,000, and liveness is a matter of seconds.
+pub const BEAT_BATCH: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Tokens of the last runs kept to tell "an old run" from "not a token".
 const OLD_TOKENS: usize = 8;
 
@@ -184,6 +201,10 @@ pub struct BeatGate {
     tokens: std::sync::Mutex<Tokens>,
     /// Beats refused before reaching the actor.
     refused: std::sync::atomic::AtomicU64,
+    /// HTTP beats not yet taken by the actor, merged, with their token.
+    pending: std::sync::Mutex<Option<(String, crate::heartbeat::Beat)>>,
+    /// Wakes the actor to take `pending`.
+    pending_ready: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -232,6 +253,20 @@ impl BeatGate {
         } else {
             Err(BeatRefused::BadToken)
         }
+    }
+
+    /// The merged HTTP beats waiting for the actor, with their token.
+    pub(crate) fn take_pending(&self) -> Option<(String, crate::heartbeat::Beat)> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Resolves when [`BeatGate::take_pending`] has something (or had, if a
+    /// wake-up was not consumed: taking then finds `None`).
+    pub(crate) async fn pending_ready(&self) {
+        self.pending_ready.notified().await;
     }
 
     /// Count a beat refused outside the actor.
@@ -322,28 +357,85 @@ impl ProgramHandle {
         let _ = self.tx.try_send(Msg::Request(req, reply));
     }
 
-    /// Hand a heartbeat to the actor and wait for its verdict. A token is
-    /// checked first, so a refused beat never takes a place in the queue. A
-    /// full inbox (a flood) answers at once: the beat is coalesced away.
-    pub async fn beat(
+    /// Hand an operator's heartbeat (`ward beat`) to the actor and wait for
+    /// its verdict. A full inbox (a flood) answers at once: the beat is
+    /// coalesced away.
+    pub async fn beat(&self, beat: crate::heartbeat::Beat) -> Result<(), BeatRefused> {
+        let (reply, rx) = oneshot::channel();
+        match self.queue_beat(beat, BeatAuth::Operator, Some(reply)) {
+            Ok(true) => rx.await.unwrap_or(Err(BeatRefused::Gone)),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hand a heartbeat that carries a run's token (HTTP) to the actor,
+    /// without waiting for it: `Ok` once the token is the current run's and
+    /// the beat is on its way. The token is checked first, so a refused beat
+    /// never takes a place in the queue. A beat that races the end of its
+    /// run is answered `Ok` and then counted rejected by the actor.
+    ///
+    /// Beats are merged into one pending beat that the actor takes when
+    /// [`ProgramHandle::wake_for_beats`] is called: the caller does so
+    /// [`BEAT_BATCH`] after an [`Offer::First`]. Handing over each beat
+    /// woke the runtime thread for each one (the endpoint runs on a thread
+    /// of its own), which was about a third of the cost of a beat. A job's
+    /// run report (`/ping/...`) is never merged: it goes through the inbox,
+    /// and a full inbox (a flood) drops it, as it drops any beat.
+    pub fn offer(&self, beat: crate::heartbeat::Beat, token: String) -> Result<Offer, BeatRefused> {
+        self.check_token(&token)?;
+        if self.tx.is_closed() {
+            return Err(BeatRefused::Gone);
+        }
+        if beat.run.is_some() || beat.record.is_some() {
+            return self
+                .queue_beat(beat, BeatAuth::Token(token), None)
+                .map(|_| Offer::Queued);
+        }
+        let mut pending = self.gate.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *pending {
+            Some((t, merged)) if *t == token => {
+                merged.merge(beat);
+                Ok(Offer::Merged)
+            }
+            Some(other) => {
+                // An earlier run's beat, not taken before its run ended: the
+                // actor would refuse it.
+                *other = (token, beat);
+                self.gate.refuse();
+                Ok(Offer::Merged)
+            }
+            None => {
+                *pending = Some((token, beat));
+                Ok(Offer::First)
+            }
+        }
+    }
+
+    /// Let the actor take the beats merged by [`ProgramHandle::offer`].
+    pub fn wake_for_beats(&self) {
+        self.gate.pending_ready.notify_one();
+    }
+
+    /// Queue a beat unless the inbox is nearly full (the last
+    /// [`REQUEST_ROOM`] places are for requests); `Ok(false)`: coalesced away.
+    fn queue_beat(
         &self,
         beat: crate::heartbeat::Beat,
         auth: BeatAuth,
-    ) -> Result<(), BeatRefused> {
-        if let BeatAuth::Token(t) = &auth {
-            self.check_token(t)?;
-        }
+        reply: Option<oneshot::Sender<Result<(), BeatRefused>>>,
+    ) -> Result<bool, BeatRefused> {
         if self.tx.capacity() <= REQUEST_ROOM {
-            return Ok(());
+            return Ok(false);
         }
-        let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Msg::Beat(Box::new(BeatMsg {
+        let msg = BeatMsg {
             beat: Ok(beat),
             auth,
-            reply: Some(reply),
-        }))) {
-            Ok(()) => rx.await.unwrap_or(Err(BeatRefused::Gone)),
-            Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            reply,
+        };
+        match self.tx.try_send(Msg::Beat(Box::new(msg))) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(BeatRefused::Gone),
         }
     }

@@ -448,6 +448,67 @@ command = "echo $WARD_HEARTBEAT_TOKEN > token.$WARD_RUN_ID; exec sleep 1000"
     env.check(code == 200, format!("the new token as ?token=: {code}"));
 }
 
+#[test]
+fn concurrent_http_beats_are_merged_without_losing_a_count_and_pings_are_not() {
+    let (env, port) = with_http(
+        r#"
+[[program]]
+name = "busy"
+command = "echo $WARD_HEARTBEAT_TOKEN > token; exec sleep 1000"
+"#,
+    );
+    env.up();
+    env.running_pid("busy");
+    let token = read_when_written(&env, &env.root.join("token"));
+    // Beats that arrive together are merged before the instance takes them:
+    // every delta must still count, and the last status must win.
+    let (threads, per_thread) = (4, 50);
+    let senders: Vec<_> = (0..threads)
+        .map(|t| {
+            let token = token.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    let body =
+                        format!(r#"{{"jobs_delta":1,"errors_delta":2,"current_task":"t{t}-{i}"}}"#);
+                    let (code, resp) = http(
+                        port,
+                        "POST",
+                        "/v1/heartbeat/busy",
+                        Some(&token),
+                        body.as_bytes(),
+                    );
+                    assert_eq!(code, 200, "{resp}");
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().expect("a sender thread");
+    }
+    let (code, resp) = http(
+        port,
+        "POST",
+        "/v1/heartbeat/busy",
+        Some(&token),
+        br#"{"current_task":"last"}"#,
+    );
+    env.check(code == 200, format!("the last beat: {code} {resp}"));
+    let jobs = threads * per_thread;
+    env.wait_until("every delta counted", DEADLINE, || {
+        let h = hb(&env, "busy");
+        h["jobs_processed"] == jobs && h["error_count"] == 2 * jobs && h["current_task"] == "last"
+    });
+    // Pings (a job's run reports) go through the queue one by one, in order.
+    let (code, _) = http(port, "POST", "/ping/busy/start", Some(&token), b"");
+    env.check(code == 200, format!("/ping start: {code}"));
+    let (code, _) = http(port, "POST", "/ping/busy", Some(&token), b"");
+    env.check(code == 200, format!("/ping success: {code}"));
+    env.wait_until("the ping's success", DEADLINE, || {
+        let h = hb(&env, "busy");
+        h["jobs_processed"] == jobs + 1 && h["status"] == "ok" && h["rejected"] == 0
+    });
+}
+
 /// The notify socket path of the current run (the program writes it).
 fn notify_socket(env: &TestEnv) -> PathBuf {
     PathBuf::from(read_when_written(env, &env.root.join("sock")))
