@@ -231,7 +231,7 @@ struct Stream {
 /// Drain both pipes of a run (stderr may be absent) until both are at EOF.
 async fn pump(logs: InstanceLogs, mut streams: [Option<Stream>; 2]) {
     loop {
-        let ready = {
+        let (i, readable) = {
             let [out, err] = &streams;
             if out.is_none() && err.is_none() {
                 break;
@@ -241,7 +241,7 @@ async fn pump(logs: InstanceLogs, mut streams: [Option<Stream>; 2]) {
                 r = readable(err) => (1, r),
             }
         };
-        let (i, readable) = ready;
+        // A finished stream's `readable` never resolves.
         let Some(s) = &mut streams[i] else { continue };
         let eof = match readable.and_then(|()| read_into(&s.rx, &mut s.framer.buf)) {
             Ok(0) => true,
